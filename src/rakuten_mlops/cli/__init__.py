@@ -1,0 +1,33 @@
+"""The `rakuten-mlops` command line: one Typer app, one sub-command group per stage."""
+
+from __future__ import annotations
+
+import typer
+
+from rakuten_mlops import __version__
+from rakuten_mlops.cli._common import configure_logging
+from rakuten_mlops.cli.data import data_app
+
+app = typer.Typer(
+    name="rakuten-mlops",
+    help="Classify Rakuten France products: data, training, evaluation, prediction, registry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    configure_logging()

@@ -1,0 +1,97 @@
+"""Runtime settings (environment / `.env`) and experiment parameters (`params.yaml`).
+
+Two kinds of configuration live here:
+
+* `Settings`: where things are and how to reach them (paths, URIs, secrets, thresholds
+  of the runtime). Read from `RAKUTEN_*` environment variables or a `.env` file, built
+  by `get_settings()` when a command starts, never at import time.
+* `load_params()`: the versioned hyperparameters in `params.yaml`, tracked by DVC and
+  logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HF_BASE_URL = (
+    "https://huggingface.co/datasets/ndiguesene/ml-datasets-image-rakuten-ecommerce/resolve/main/"
+)
+
+
+class Settings(BaseSettings):
+    """Runtime settings; every field maps to `RAKUTEN_<FIELD>` (documented in .env.example)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAKUTEN_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    log_level: str = "INFO"
+
+    # Data layers.
+    raw_dir: Path = Path("data/raw")
+    interim_dir: Path = Path("data/interim")
+    processed_dir: Path = Path("data/processed")
+
+    # Download from the Hugging Face dataset (or a mirror of it).
+    hf_base_url: str = DEFAULT_HF_BASE_URL
+    hf_token: SecretStr | None = None
+    download_timeout_s: float = 60.0
+    download_retries: int = Field(default=5, ge=0)
+    download_backoff_s: float = Field(default=1.0, ge=0)
+    # Refuse archives that would expand beyond this many bytes or this ratio of their size.
+    max_extract_bytes: int = 20 * 1024**3
+    max_extract_ratio: float = 200.0
+
+    # Experiment parameters and outputs.
+    params_file: Path = Path("params.yaml")
+    models_dir: Path = Path("models")
+    reports_dir: Path = Path("reports")
+
+    # MLflow: MLFLOW_TRACKING_URI, when set, wins over RAKUTEN_MLFLOW_TRACKING_URI.
+    mlflow_tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    mlflow_artifact_root: Path = Path("mlflow/artifacts")
+    mlflow_experiment: str = "rakuten-product-classification"
+    model_name: str = "rakuten-product-classifier"
+
+    # CPU threads for torch and BLAS (0 = library default).
+    num_threads: int = Field(default=0, ge=0)
+
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI in force (`MLFLOW_TRACKING_URI` first)."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_tracking_uri
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings once per process (call it, never read env at import time)."""
+    return Settings()
+
+
+class ParamsError(ValueError):
+    """`params.yaml` is missing or malformed."""
+
+
+def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:
+    """Read the experiment parameters.
+
+    Raises:
+        ParamsError: the file is missing or is not a YAML mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"parameters file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return data
