@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run test test-fast lint format typecheck bench mlflow-ui clean
+.PHONY: help install run test test-fast lint format bench mlflow-ui clean lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +27,7 @@ install: $(STAMP) ## Create .venv and install the pinned dependencies and the pa
 
 run: install ## Run the whole pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
 	@test -d .git || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
-	RAKUTEN_SOURCE=$(RAKUTEN_SOURCE) $(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: install ## Run the whole test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -52,3 +52,9 @@ mlflow-ui: install ## Start the MLflow UI on http://127.0.0.1:5000
 
 clean: ## Remove caches and build outputs (keeps data and .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+
+lock: ## Re-resolve the dependencies in a scratch venv and rewrite requirements/lock.txt
+	rm -rf /tmp/rakuten-lock-venv && $(PYTHON_BIN) -m venv /tmp/rakuten-lock-venv
+	/tmp/rakuten-lock-venv/bin/pip install --quiet ".[dev]"
+	{ echo "# Pinned versions of every installed package (pip constraints). Regenerate with \`make lock\`."; \
+	  /tmp/rakuten-lock-venv/bin/pip freeze --exclude-editable | grep -v '^rakuten-mlops' | sort -f; } > requirements/lock.txt
