@@ -1,0 +1,37 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sample_dir() -> Path:
+    configured = os.environ.get("RAKUTEN_SAMPLE_DIR")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared/data/rakuten-sample"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The real labelled sample (../shared/data/rakuten-sample, or RAKUTEN_SAMPLE_DIR).
+
+    Fails, never skips, when it is missing: these tests are part of the suite.
+    """
+    path = _sample_dir()
+    if not (path / "X_train_update.csv").is_file():
+        pytest.fail(f"shared sample not found at {path}; set RAKUTEN_SAMPLE_DIR to its location")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep tests away from the developer's MLflow store and cached settings."""
+    from rakuten_mlops.config import get_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("RAKUTEN_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    get_settings.cache_clear()
