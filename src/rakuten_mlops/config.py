@@ -20,6 +20,8 @@ import yaml
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rakuten_mlops.errors import RakutenError
+
 DEFAULT_HF_BASE_URL = (
     "https://huggingface.co/datasets/ndiguesene/ml-datasets-image-rakuten-ecommerce/resolve/main/"
 )
@@ -75,8 +77,8 @@ def get_settings() -> Settings:
     return Settings()
 
 
-class ParamsError(ValueError):
-    """`params.yaml` is missing or malformed."""
+class ParamsError(RakutenError, ValueError):
+    """`params.yaml` is missing or malformed (shown to users like the other `RakutenError`s)."""
 
 
 def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:

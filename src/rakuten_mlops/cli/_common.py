@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rakuten_mlops.config import get_settings
 from rakuten_mlops.errors import RakutenError
@@ -28,7 +29,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except RakutenError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -60,7 +60,8 @@ def import_(
     from rakuten_mlops.data.ingest import import_dataset
 
     manifest = import_dataset(source, dest or get_settings().raw_dir)
-    console.print(manifest.summary())
+    # Plain text: file names and product text may contain [brackets] rich would eat.
+    console.print(manifest.summary(), markup=False, soft_wrap=True)
 
 
 @data_app.command("validate")
@@ -81,7 +82,7 @@ def validate(
     result = validate_raw(
         raw_dir or settings.raw_dir, report or settings.interim_dir / "validation_report.json"
     )
-    console.print(result.summary())
+    console.print(result.summary(), markup=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(code=1)
 
@@ -110,4 +111,4 @@ def prepare(
     result = prepare_dataset(
         raw_dir or settings.raw_dir, out_dir or settings.processed_dir, parameters.get("data", {})
     )
-    console.print(result.summary())
+    console.print(result.summary(), markup=False, soft_wrap=True)

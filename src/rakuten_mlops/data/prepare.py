@@ -1,0 +1,399 @@
+"""Prepare the processed layer: clean text, resolve images, split without leakage.
+
+Reads the raw layer (never modifies it) and writes, atomically, into the processed dir:
+
+* `{train,val,test,unseen}.parquet` with exactly `schema.PROCESSED_COLUMNS`;
+* `splits/<split>.txt`, the official indexes of each split, one per line;
+* `metadata.json`: where the raw data was, parameters, sizes, class counts, manifest hash.
+
+The split is stratified by class and grouped by normalised text: products whose
+`normalize_for_dedup(designation, description)` is the same always land in the same
+split, so a duplicate cannot leak from train into evaluation. It depends only on the data
+and the seed (no global random state), so it is the same on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from rakuten_mlops.config import ParamsError
+from rakuten_mlops.data.manifest import sha256_file
+from rakuten_mlops.data.schema import (
+    CATEGORY_NAMES,
+    IMAGE_TRAIN_DIR,
+    INDEX_COL,
+    MANIFEST_FILE,
+    PROCESSED_COLUMNS,
+    PROCESSED_METADATA_FILE,
+    SPLITS,
+    TARGET_COL,
+    image_filename,
+)
+from rakuten_mlops.data.validate import dedup_keys, load_labelled_products, load_text_origin
+from rakuten_mlops.errors import DataError
+from rakuten_mlops.features.images import is_decodable
+from rakuten_mlops.features.text import clean_text
+
+SPLITS_DIR = "splits"
+DEFAULT_TEXT_ORIGIN = "full"
+# Order in which each class's shuffled groups are cut; train takes the remainder.
+_CUT_ORDER = ("unseen", "test", "val")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Split fractions (of all labelled products) and seed; train gets the rest."""
+
+    val_size: float = 0.15
+    test_size: float = 0.15
+    unseen_size: float = 0.0
+    seed: int = 42
+
+    @classmethod
+    def from_mapping(cls, params: dict[str, Any]) -> SplitParams:
+        """Build from the `data:` section of params.yaml, checking the values.
+
+        Raises:
+            ParamsError: a fraction is outside [0, 1), they sum to 1 or more, or the
+                seed is not an integer.
+        """
+        if not isinstance(params, dict):
+            raise ParamsError(f"params 'data': expected a mapping, got {params!r}")
+        known = {"val_size", "test_size", "unseen_size", "seed"}
+        values = {key: value for key, value in params.items() if key in known}
+        try:
+            built = cls(
+                val_size=float(values.get("val_size", cls.val_size)),
+                test_size=float(values.get("test_size", cls.test_size)),
+                unseen_size=float(values.get("unseen_size", cls.unseen_size)),
+                seed=_as_int(values.get("seed", cls.seed)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ParamsError(f"params 'data': {exc}") from exc
+        for name in ("val_size", "test_size", "unseen_size"):
+            value = getattr(built, name)
+            if not 0.0 <= value < 1.0:
+                raise ParamsError(f"params 'data.{name}': {value} is not in [0, 1)")
+        if built.val_size + built.test_size + built.unseen_size >= 1.0:
+            raise ParamsError(
+                "params 'data': val_size + test_size + unseen_size must leave rows for train"
+            )
+        return built
+
+    def fractions(self) -> dict[str, float]:
+        """Fraction of each split, train included."""
+        held = self.val_size + self.test_size + self.unseen_size
+        return {
+            "train": 1.0 - held,
+            "val": self.val_size,
+            "test": self.test_size,
+            "unseen": self.unseen_size,
+        }
+
+
+@dataclass
+class PrepareResult:
+    """What `prepare_dataset` wrote."""
+
+    out_dir: Path
+    sizes: dict[str, int]
+    images: dict[str, int]
+    class_counts: dict[str, dict[int, int]]
+    seed: int
+    files: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """Sizes and a compact class-count table per split."""
+        total = sum(self.sizes.values())
+        lines = [f"prepared {total:,} products into {self.out_dir} (seed {self.seed})"]
+        header = f"{'code':>5} {'category':<24}" + "".join(f"{s:>8}" for s in SPLITS)
+        lines.append(header + f"{'total':>8}")
+        for code in sorted({c for counts in self.class_counts.values() for c in counts}):
+            counts = [self.class_counts[s].get(code, 0) for s in SPLITS]
+            name = CATEGORY_NAMES.get(code, "?")[:24]
+            lines.append(
+                f"{code:>5} {name:<24}" + "".join(f"{n:>8,}" for n in counts) + f"{sum(counts):>8,}"
+            )
+        lines.append(
+            f"{'':>5} {'products':<24}"
+            + "".join(f"{self.sizes[s]:>8,}" for s in SPLITS)
+            + f"{total:>8,}"
+        )
+        lines.append(
+            f"{'':>5} {'with an image':<24}"
+            + "".join(f"{self.images[s]:>8,}" for s in SPLITS)
+            + f"{sum(self.images.values()):>8,}"
+        )
+        return "\n".join(lines)
+
+
+def prepare_dataset(raw_dir: Path, out_dir: Path, params: dict[str, Any]) -> PrepareResult:
+    """Build the processed layer from the raw layer.
+
+    Args:
+        raw_dir: the raw directory (official layout, see `data import`).
+        out_dir: the processed directory (created if needed).
+        params: the `data:` section of params.yaml (`val_size`, `test_size`,
+            `unseen_size`, `seed`).
+
+    Raises:
+        DataError: the raw data is missing or unusable.
+        ParamsError: the split parameters are invalid.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    split_params = SplitParams.from_mapping(params)
+    if not raw_dir.is_dir():
+        raise DataError(f"raw directory not found: {raw_dir}")
+    products = load_labelled_products(raw_dir)
+    origin = load_text_origin(raw_dir)
+    image_ok = find_usable_images(raw_dir, products)
+
+    processed = build_processed_frame(products, origin, image_ok)
+    splits = assign_splits(
+        dedup_keys(products), products[TARGET_COL], split_params.fractions(), split_params.seed
+    )
+    frames = {name: processed[splits.to_numpy() == name].reset_index(drop=True) for name in SPLITS}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SPLITS_DIR).mkdir(exist_ok=True)
+    files: list[Path] = []
+    for name, frame in frames.items():
+        files.append(_write_atomic(out_dir / f"{name}.parquet", _parquet_bytes(frame)))
+        ids = "".join(f"{i}\n" for i in frame[INDEX_COL])
+        files.append(_write_atomic(out_dir / SPLITS_DIR / f"{name}.txt", ids.encode()))
+
+    result = PrepareResult(
+        out_dir=out_dir,
+        sizes={name: len(frame) for name, frame in frames.items()},
+        images={name: int(frame["has_image"].sum()) for name, frame in frames.items()},
+        class_counts={
+            name: {int(k): int(v) for k, v in frame[TARGET_COL].value_counts().sort_index().items()}
+            for name, frame in frames.items()
+        },
+        seed=split_params.seed,
+        files=files,
+    )
+    metadata = _metadata(raw_dir, out_dir, split_params, result)
+    files.append(
+        _write_atomic(
+            out_dir / PROCESSED_METADATA_FILE,
+            (json.dumps(metadata, indent=2, ensure_ascii=False) + "\n").encode(),
+        )
+    )
+    return result
+
+
+def find_usable_images(raw_dir: Path, products: pd.DataFrame) -> pd.Series:
+    """Whether each product's training image exists and decodes (bool, same index)."""
+    images_dir = raw_dir / IMAGE_TRAIN_DIR
+    on_disk: set[str] = set()
+    if images_dir.is_dir():
+        with os.scandir(images_dir) as entries:
+            on_disk = {entry.name for entry in entries if entry.is_file()}
+    names = [
+        image_filename(i, p)
+        for i, p in zip(products["imageid"], products["productid"], strict=True)
+    ]
+    usable = np.zeros(len(names), dtype=bool)
+    candidates = [pos for pos, name in enumerate(names) if name in on_disk]
+    for pos in tqdm(candidates, desc="check images", unit="img", leave=False):
+        usable[pos] = is_decodable(images_dir / names[pos])
+    return pd.Series(usable, index=products.index, name="has_image")
+
+
+def build_processed_frame(
+    products: pd.DataFrame, text_origin: pd.Series | None, has_image: pd.Series
+) -> pd.DataFrame:
+    """The processed rows (`schema.PROCESSED_COLUMNS`) of the labelled products.
+
+    Args:
+        products: from `load_labelled_products` (indexed by the official index).
+        text_origin: `origin` per index, or None ("full" for every row).
+        has_image: usable image per index.
+    """
+    index = products.index
+    origin = (
+        pd.Series(DEFAULT_TEXT_ORIGIN, index=index)
+        if text_origin is None
+        else text_origin.reindex(index).fillna(DEFAULT_TEXT_ORIGIN)
+    )
+    usable = has_image.reindex(index).fillna(False).astype(bool)
+    paths = [
+        (PurePosixPath(IMAGE_TRAIN_DIR) / image_filename(i, p)).as_posix() if ok else ""
+        for i, p, ok in zip(products["imageid"], products["productid"], usable, strict=True)
+    ]
+    frame = pd.DataFrame(
+        {
+            INDEX_COL: index.to_numpy(dtype="int64"),
+            "productid": products["productid"].to_numpy(dtype="int64"),
+            "imageid": products["imageid"].to_numpy(dtype="int64"),
+            "designation": [clean_text(v) for v in products["designation"]],
+            "description": [clean_text(v) for v in products["description"]],
+            "image_path": paths,
+            "has_image": usable.to_numpy(dtype=bool),
+            "text_origin": origin.astype(str).to_numpy(),
+            TARGET_COL: products[TARGET_COL].to_numpy(dtype="int64"),
+        }
+    )
+    return frame[list(PROCESSED_COLUMNS)]
+
+
+def assign_splits(
+    keys: pd.Series, labels: pd.Series, fractions: dict[str, float], seed: int
+) -> pd.Series:
+    """Assign each row to a split, stratified by label, never splitting a group.
+
+    Rows with the same non-empty key form one group, labelled by its most frequent label.
+    Within each label, groups are ordered by a seeded hash of their key and cut at the
+    cumulative row fractions of `unseen`, `test`, `val`; the rest is `train`. Same data
+    and seed, same split, whatever the row order.
+
+    Args:
+        keys: group key per row (`dedup_keys`); "" means the row is its own group.
+        labels: class per row (same index).
+        fractions: split name -> fraction of the rows (`SplitParams.fractions`).
+        seed: changes the order of the groups, hence the split.
+
+    Returns:
+        The split name of each row (same index).
+    """
+    frame = pd.DataFrame({"key": keys.astype(str), "label": labels}, index=keys.index)
+    alone = frame["key"].eq("")
+    # "#" never appears in a normalised key (only word characters and spaces), so these
+    # one-row keys cannot collide with real texts. (No NUL: pandas hashes C strings.)
+    frame.loc[alone, "key"] = [f"#row {i}" for i in frame.index[alone]]
+
+    counts = frame.groupby(["key", "label"]).size().rename("n").reset_index()
+    # The group's label: its most frequent one, the smallest code on a tie.
+    counts = counts.sort_values(["key", "n", "label"], ascending=[True, False, True])
+    groups = counts.groupby("key", sort=True).agg(label=("label", "first"), n=("n", "sum"))
+    groups["rank"] = [_seeded_hash(seed, key) for key in groups.index]
+    groups = groups.reset_index().sort_values(["label", "rank", "key"])
+
+    edges = np.cumsum([fractions.get(name, 0.0) for name in _CUT_ORDER])
+    group_split: dict[str, str] = {}
+    for _label, members in groups.groupby("label", sort=True):
+        sizes = members["n"].to_numpy()
+        # A group goes where its middle row falls on the class's cumulative axis.
+        middles = (np.cumsum(sizes) - sizes / 2) / sizes.sum()
+        slots = np.searchsorted(edges, middles, side="right")
+        for key, slot in zip(members["key"], slots, strict=True):
+            group_split[key] = _CUT_ORDER[slot] if slot < len(_CUT_ORDER) else "train"
+    return frame["key"].map(group_split).rename("split")
+
+
+def load_split(processed_dir: Path, split: str) -> pd.DataFrame:
+    """Read one processed split with `image_path` made absolute ("" when no image).
+
+    The raw directory is looked up, in order, relative to `processed_dir` (survives moving
+    the project), as resolved at prepare time, then as given at prepare time.
+
+    Raises:
+        DataError: unknown split, missing or malformed files, or images whose raw
+            directory cannot be found.
+    """
+    processed_dir = Path(processed_dir)
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+    path = processed_dir / f"{split}.parquet"
+    meta_path = processed_dir / PROCESSED_METADATA_FILE
+    for needed in (path, meta_path):
+        if not needed.is_file():
+            raise DataError(f"{needed} not found: run `rakuten-mlops data prepare` first")
+    try:
+        frame = pd.read_parquet(path)
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} or {meta_path}: {exc}") from exc
+    if tuple(frame.columns) != PROCESSED_COLUMNS:
+        raise DataError(
+            f"{path}: columns {list(frame.columns)} differ from the expected "
+            f"{list(PROCESSED_COLUMNS)}: prepare the data again"
+        )
+    relative = frame["image_path"].astype(str)
+    if relative.ne("").any():
+        raw_dir = _find_raw_dir(processed_dir, metadata, meta_path)
+        frame["image_path"] = [str(raw_dir / rel) if rel else "" for rel in relative]
+    return frame
+
+
+def _find_raw_dir(processed_dir: Path, metadata: dict[str, Any], meta_path: Path) -> Path:
+    candidates: list[Path] = []
+    if metadata.get("raw_dir_from_processed"):
+        candidates.append((processed_dir / metadata["raw_dir_from_processed"]).resolve())
+    for key in ("raw_dir_resolved", "raw_dir"):
+        if metadata.get(key):
+            candidates.append(Path(metadata[key]))
+    for candidate in candidates:
+        if (candidate / IMAGE_TRAIN_DIR).is_dir():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates) or "none recorded"
+    raise DataError(f"{meta_path}: raw directory with the images not found (tried {tried})")
+
+
+def _metadata(
+    raw_dir: Path, out_dir: Path, params: SplitParams, result: PrepareResult
+) -> dict[str, Any]:
+    raw_resolved = raw_dir.resolve()
+    manifest = raw_dir / MANIFEST_FILE
+    return {
+        "raw_dir": str(raw_dir),
+        "raw_dir_resolved": str(raw_resolved),
+        "raw_dir_from_processed": os.path.relpath(raw_resolved, out_dir.resolve()),
+        "manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
+        "params": {
+            "val_size": params.val_size,
+            "test_size": params.test_size,
+            "unseen_size": params.unseen_size,
+            "seed": params.seed,
+        },
+        "group_key": "normalize_for_dedup(designation, description)",
+        "columns": list(PROCESSED_COLUMNS),
+        "products": sum(result.sizes.values()),
+        "sizes": result.sizes,
+        "images": result.images,
+        "class_counts": {
+            name: {str(code): n for code, n in counts.items()}
+            for name, counts in result.class_counts.items()
+        },
+    }
+
+
+def _seeded_hash(seed: int, key: str) -> int:
+    # 56 bits: fits an int64 column, collisions are broken by the key itself.
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _as_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"seed must be an integer, got {value!r}")
+    return int(value)
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, payload: bytes) -> Path:
+    """Write to a temporary name in the same directory, then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        tmp.write_bytes(payload)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc}") from exc
+    return path
