@@ -46,3 +46,5 @@ def configure_logging() -> None:
         level=get_settings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One INFO line per HTTP request would drown the progress bars.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
