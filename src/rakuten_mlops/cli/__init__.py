@@ -7,6 +7,8 @@ import typer
 from rakuten_mlops import __version__
 from rakuten_mlops.cli._common import configure_logging
 from rakuten_mlops.cli.data import data_app
+from rakuten_mlops.cli.model import register_model_commands
+from rakuten_mlops.cli.registry import registry_app
 
 app = typer.Typer(
     name="rakuten-mlops",
@@ -16,6 +18,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data")
+register_model_commands(app)
+app.add_typer(registry_app, name="registry")
 
 
 def _version(value: bool) -> None:

@@ -45,6 +45,7 @@ def configure_logging() -> None:
     logging.basicConfig(
         level=get_settings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # re-bind to the current stderr when the app runs more than once
     )
     # One INFO line per HTTP request would drown the progress bars.
     logging.getLogger("httpx").setLevel(logging.WARNING)

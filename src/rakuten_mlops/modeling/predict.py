@@ -1,0 +1,280 @@
+"""Batch prediction for a CSV in the official X layout, streamed chunk by chunk.
+
+Input: an unnamed first index column, `designation`, `description`, `productid`,
+`imageid` (only `designation` is required; the ids are needed to find images). Output: the
+input index (same name, first column), then the prediction contract columns and a `note`
+that says when a row was predicted from less than usual. Every input row gets exactly one
+output row, in input order; the output appears only when complete (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from rakuten_mlops.data.schema import image_filename
+from rakuten_mlops.errors import DataError, ModelError, RakutenError
+
+logger = logging.getLogger(__name__)
+
+PredictFn = Callable[[pd.DataFrame], pd.DataFrame]
+
+REQUIRED_COLUMNS = ("designation",)
+IMAGE_ID_COLUMNS = ("productid", "imageid")
+PREDICTION_COLUMNS = (
+    "prdtypecode",
+    "category",
+    "confidence",
+    "top_1_code",
+    "top_1_proba",
+    "top_2_code",
+    "top_2_proba",
+    "top_3_code",
+    "top_3_proba",
+    "has_image",
+)
+NOTE_COLUMN = "note"
+NOTE_DESIGNATION_FROM_DESCRIPTION = "empty designation: predicted from the description"
+NOTE_IMAGE_ONLY = "no text: predicted from the image only"
+NOTE_NO_INPUT = "no text and no image: low-information prediction"
+DEFAULT_CHUNK_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a batch prediction did."""
+
+    output: Path
+    rows: int
+    chunks: int
+    with_image: int
+    notes: dict[str, int]
+
+    def summary(self) -> str:
+        """Human-readable summary for the CLI."""
+        lines = [
+            f"wrote {self.rows:,} predictions to {self.output} "
+            f"({self.chunks} chunk(s), {self.with_image:,} with an image)"
+        ]
+        lines += [f"  {count:,} row(s): {note}" for note, count in sorted(self.notes.items())]
+        return "\n".join(lines)
+
+
+def read_input_columns(path: Path) -> tuple[str | None, list[str]]:
+    """The index name and columns of an X-layout CSV (header only).
+
+    Raises:
+        DataError: the file is missing, empty or not a CSV.
+    """
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}")
+    try:
+        header = pd.read_csv(path, index_col=0, nrows=0)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    name = header.index.name
+    return (str(name) if name is not None else None), [str(c) for c in header.columns]
+
+
+def check_input_columns(path: Path, columns: list[str], *, need_image_ids: bool) -> None:
+    """Refuse an input without the columns prediction needs.
+
+    Raises:
+        DataError: naming the file and the missing column.
+    """
+    needed = list(REQUIRED_COLUMNS) + (list(IMAGE_ID_COLUMNS) if need_image_ids else [])
+    for column in needed:
+        if column not in columns:
+            why = " (needed to find the images given with --images)" if need_image_ids else ""
+            raise DataError(
+                f"{path}: missing required column `{column}`{why}; columns found: "
+                f"{', '.join(columns) or 'none'} (the first column is read as the index)"
+            )
+
+
+def build_batch_input(
+    chunk: pd.DataFrame, images_dir: Path | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Model input rows of one chunk and a note per row.
+
+    An empty designation is replaced by the description (the model needs a title); image
+    paths are `images_dir/image_<imageid>_product_<productid>.jpg` when that file exists,
+    "" otherwise (text-only prediction). A corrupt image is the model's business: it falls
+    back to text.
+    """
+    designation = _text_column(chunk, "designation")
+    description = _text_column(chunk, "description")
+    image_paths = _image_paths(chunk, images_dir)
+    empty_title = designation.str.strip().eq("")
+    has_description = description.str.strip().ne("")
+    has_path = pd.Series([bool(p) for p in image_paths], index=chunk.index)
+    notes = np.where(
+        empty_title & has_description,
+        NOTE_DESIGNATION_FROM_DESCRIPTION,
+        np.where(empty_title & has_path, NOTE_IMAGE_ONLY, np.where(empty_title, NOTE_NO_INPUT, "")),
+    ).tolist()
+    model_input = pd.DataFrame(
+        {
+            "designation": designation.where(~empty_title, description),
+            "description": description,
+            "image_path": image_paths,
+        },
+        index=chunk.index,
+    )
+    return model_input, [str(note) for note in notes]
+
+
+def predict_csv(
+    predict: PredictFn,
+    input_path: Path,
+    output_path: Path,
+    *,
+    images_dir: Path | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict every row of an X-layout CSV into `output_path`, chunk by chunk.
+
+    Memory holds one chunk at a time. The output is written to a temporary file next to
+    `output_path` and renamed over it only when every row is done.
+
+    Args:
+        predict: the model (a pyfunc model's `predict`, or `ProductClassifier.predict`).
+        images_dir: folder with `image_<imageid>_product_<productid>.jpg` files.
+        chunk_size: rows per chunk.
+
+    Raises:
+        DataError: unreadable input, a missing column, a malformed row.
+        ModelError: the model failed or returned a wrong number of rows.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    if chunk_size < 1:
+        raise DataError(f"--chunk-size must be >= 1, got {chunk_size}")
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise DataError(f"images directory not found: {images_dir}")
+    index_name, columns = read_input_columns(input_path)
+    check_input_columns(input_path, columns, need_image_ids=images_dir is not None)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = output_path.with_name(f".{output_path.name}.part")
+
+    rows = chunks = with_image = 0
+    notes: dict[str, int] = {}
+    try:
+        reader = pd.read_csv(
+            input_path,
+            index_col=0,
+            chunksize=chunk_size,
+            dtype={"designation": "string", "description": "string"},
+            keep_default_na=False,
+            na_values=[""],
+        )
+        with (
+            reader,
+            tmp_path.open("w", encoding="utf-8", newline="") as out,
+            tqdm(
+                desc="predict", unit="rows", file=sys.stderr, disable=not progress, leave=False
+            ) as bar,
+        ):
+            for chunk in reader:
+                chunk.index.name = index_name
+                result = predict_chunk(predict, chunk, images_dir, first_row=rows)
+                result.to_csv(out, header=chunks == 0, index=True, lineterminator="\n")
+                rows += len(chunk)
+                chunks += 1
+                with_image += int(result["has_image"].sum())
+                for note in result[NOTE_COLUMN]:
+                    if note:
+                        notes[note] = notes.get(note, 0) + 1
+                bar.update(len(chunk))
+            if chunks == 0:  # header only: still write a valid, empty output
+                empty = pd.DataFrame(columns=[*PREDICTION_COLUMNS, NOTE_COLUMN])
+                empty.index.name = index_name
+                empty.to_csv(out, index=True, lineterminator="\n")
+        tmp_path.replace(output_path)
+    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise DataError(f"{input_path}: cannot read the rows after row {rows}: {exc}") from exc
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return PredictSummary(
+        output=output_path, rows=rows, chunks=chunks, with_image=with_image, notes=notes
+    )
+
+
+def predict_chunk(
+    predict: PredictFn, chunk: pd.DataFrame, images_dir: Path | None, *, first_row: int = 0
+) -> pd.DataFrame:
+    """Predictions of one chunk: index = the chunk's index, contract columns + `note`.
+
+    Raises:
+        ModelError: the model failed or did not return one row per input row.
+    """
+    model_input, notes = build_batch_input(chunk, images_dir)
+    try:
+        predictions = predict(model_input.reset_index(drop=True))
+    except RakutenError:
+        raise
+    except Exception as exc:  # the model is a black box here: name the rows, keep the cause
+        last = first_row + len(chunk)
+        raise ModelError(
+            f"the model failed on data rows {first_row + 1}-{last}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if len(predictions) != len(chunk):
+        raise ModelError(
+            f"the model returned {len(predictions)} rows for {len(chunk)} input rows "
+            f"(data rows {first_row + 1}-{first_row + len(chunk)})"
+        )
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise ModelError(f"the model output lacks column(s) {', '.join(missing)}")
+    output = predictions.loc[:, list(PREDICTION_COLUMNS)].copy()
+    output.index = chunk.index
+    # An image that exists but does not decode leaves nothing to predict from.
+    used_image = output["has_image"].astype(bool).tolist()
+    output[NOTE_COLUMN] = [
+        NOTE_NO_INPUT if note == NOTE_IMAGE_ONLY and not used else note
+        for note, used in zip(notes, used_image, strict=True)
+    ]
+    return output
+
+
+def _text_column(chunk: pd.DataFrame, column: str) -> pd.Series:
+    if column not in chunk.columns:
+        return pd.Series("", index=chunk.index, dtype=object)
+    return chunk[column].astype(object).where(chunk[column].notna(), "").astype(str)
+
+
+def _image_paths(chunk: pd.DataFrame, images_dir: Path | None) -> list[str]:
+    if images_dir is None:
+        return [""] * len(chunk)
+    paths: list[str] = []
+    for imageid, productid in zip(chunk["imageid"], chunk["productid"], strict=True):
+        image_id, product_id = _as_id(imageid), _as_id(productid)
+        if image_id is None or product_id is None:
+            paths.append("")
+            continue
+        candidate = images_dir / image_filename(image_id, product_id)
+        paths.append(str(candidate) if candidate.is_file() else "")
+    return paths
+
+
+def _as_id(value: object) -> int | None:
+    """An id cell as an int (None when empty or not an integer)."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float):
+        return int(value) if not math.isnan(value) and value.is_integer() else None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return None

@@ -1,0 +1,143 @@
+"""MLflow set-up and run metadata: tracking URI, experiment, params, fingerprints, git.
+
+The default store is a local SQLite database (`sqlite:///mlflow/mlflow.db`) with artifacts
+under `mlflow/artifacts`; `MLFLOW_TRACKING_URI` points everything at a server or another
+database instead. Directories are created when a command configures tracking, never at
+import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from rakuten_mlops.config import Settings
+from rakuten_mlops.data.manifest import sha256_file
+from rakuten_mlops.errors import ModelError
+
+_MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def set_tracking_uri(settings: Settings) -> str:
+    """Point MLflow (tracking and registry) at the store of the settings; returns the URI.
+
+    Creates the directory of a local SQLite database or file store, nothing else.
+    """
+    uri = settings.tracking_uri()
+    _ensure_local_store(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def configure_tracking(settings: Settings, experiment: str | None = None) -> str:
+    """Point MLflow at the tracking store of the settings and select the experiment.
+
+    Creates the experiment with `settings.mlflow_artifact_root` as its artifact location
+    (so artifacts never land in the current directory) when it does not exist yet.
+
+    Returns:
+        The experiment id.
+
+    Raises:
+        ModelError: the tracking store cannot be reached or the experiment is deleted.
+    """
+    uri = set_tracking_uri(settings)
+    name = experiment or settings.mlflow_experiment
+    try:
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            artifact_root = settings.mlflow_artifact_root.expanduser().resolve()
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            experiment_id = mlflow.create_experiment(name, artifact_location=artifact_root.as_uri())
+        elif found.lifecycle_stage == "deleted":
+            raise ModelError(
+                f"MLflow experiment {name!r} is deleted in {uri}; restore it or set "
+                "RAKUTEN_MLFLOW_EXPERIMENT to another name"
+            )
+        else:
+            experiment_id = found.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+    except MlflowException as exc:
+        raise ModelError(f"cannot use the MLflow tracking store {uri}: {exc.message}") from exc
+    return str(experiment_id)
+
+
+def _ensure_local_store(uri: str) -> None:
+    """Create the parent directory of a SQLite database or a local file store."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        # sqlite:///relative/path.db -> path "/relative/path.db"; sqlite:////abs -> "//abs".
+        raw = unquote(uri.split("sqlite:///", 1)[1]) if uri.startswith("sqlite:///") else ""
+        if raw and raw != ":memory:":
+            Path(raw).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    elif parsed.scheme in ("", "file"):
+        Path(unquote(parsed.path)).expanduser().mkdir(parents=True, exist_ok=True)
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested parameters into dotted keys with string values (MLflow params).
+
+    Lists become their JSON-like text; values longer than MLflow accepts are cut.
+    """
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)[:_MAX_PARAM_LENGTH]
+    return flat
+
+
+def fingerprint_files(paths: Iterable[Path]) -> str:
+    """SHA-256 over the names and contents of files (the dataset fingerprint).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        digest.update(b"\0")
+        with path.open("rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def get_git_commit(directory: Path = Path()) -> str | None:
+    """The commit checked out in `directory` (with `-dirty` when modified), None outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if status else commit or None
+
+
+def hash_file(path: Path) -> str | None:
+    """SHA-256 of a file, None when it does not exist (e.g. `dvc.lock`)."""
+    return sha256_file(path) if path.is_file() else None

@@ -1,0 +1,106 @@
+"""The promotion gate: a challenger replaces the champion only when it is good AND better."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rakuten_mlops.evaluation.gate import GateDecision, GatePolicy, decide_promotion
+
+POLICY = GatePolicy(min_weighted_f1=0.70, min_macro_f1=0.50, max_ece=0.10, min_improvement=0.01)
+GOOD = {"weighted_f1": 0.82, "macro_f1": 0.78, "ece": 0.04, "accuracy": 0.82}
+
+
+@pytest.mark.parametrize(
+    ("challenger_f1", "champion_f1", "promote"),
+    [
+        pytest.param(0.85, 0.80, True, id="better-by-more-than-min-improvement"),
+        pytest.param(0.805, 0.80, False, id="better-but-below-min-improvement"),
+        pytest.param(0.81, 0.80, True, id="better-by-exactly-min-improvement"),
+        pytest.param(0.80, 0.80, False, id="equal"),
+        pytest.param(0.75, 0.80, False, id="worse"),
+    ],
+)
+def test_challenger_must_beat_champion_by_min_improvement(
+    challenger_f1: float, champion_f1: float, promote: bool
+) -> None:
+    decision = decide_promotion(
+        {**GOOD, "weighted_f1": challenger_f1}, {**GOOD, "weighted_f1": champion_f1}, POLICY
+    )
+    assert decision.promote is promote
+    comparison = [r for r in decision.reasons if "vs champion" in r]
+    assert len(comparison) == 1
+    assert comparison[0].startswith("PASS" if promote else "FAIL")
+
+
+def test_equal_passes_when_no_improvement_is_required() -> None:
+    policy = GatePolicy(min_weighted_f1=0.5, min_macro_f1=0.0, max_ece=0.2, min_improvement=0.0)
+    assert decide_promotion(GOOD, dict(GOOD), policy).promote is True
+
+
+def test_no_champion_promotes_on_thresholds_and_says_so() -> None:
+    decision = decide_promotion(GOOD, None, POLICY)
+    assert decision.promote is True
+    assert any(r.startswith("INFO: no champion yet") for r in decision.reasons)
+    assert all(not r.startswith("FAIL") for r in decision.reasons)
+
+
+def test_unloadable_champion_note_is_reported() -> None:
+    note = "champion v3 could not be loaded: file missing"
+    decision = decide_promotion(GOOD, None, POLICY, champion_note=note)
+    assert decision.promote is True
+    assert any(note in r for r in decision.reasons)
+
+
+@pytest.mark.parametrize(
+    ("override", "failing"),
+    [
+        pytest.param({"weighted_f1": 0.65}, "weighted_f1", id="weighted-f1-below-minimum"),
+        pytest.param({"macro_f1": 0.40}, "macro_f1", id="macro-f1-below-minimum"),
+        pytest.param({"ece": 0.25}, "ece", id="ece-above-maximum"),
+        pytest.param({"ece": math.nan}, "ece", id="ece-nan"),
+    ],
+)
+def test_below_threshold_is_refused_even_without_champion(
+    override: dict[str, float], failing: str
+) -> None:
+    decision = decide_promotion({**GOOD, **override}, None, POLICY)
+    assert decision.promote is False
+    failed = [r for r in decision.reasons if r.startswith("FAIL")]
+    assert len(failed) == 1
+    assert failing in failed[0]
+
+
+def test_below_threshold_is_refused_even_when_much_better_than_champion() -> None:
+    champion = {**GOOD, "weighted_f1": 0.30}
+    decision = decide_promotion({**GOOD, "weighted_f1": 0.65}, champion, POLICY)
+    assert decision.promote is False
+
+
+def test_missing_metric_never_promotes() -> None:
+    decision = decide_promotion({"weighted_f1": 0.9, "macro_f1": 0.9}, None, POLICY)
+    assert decision.promote is False
+    assert any("ece is missing" in r for r in decision.reasons)
+
+
+def test_champion_without_primary_metric_is_treated_as_absent() -> None:
+    decision = decide_promotion(GOOD, {"accuracy": 0.99}, POLICY)
+    assert decision.promote is True
+    assert any("champion has no weighted_f1" in r for r in decision.reasons)
+
+
+def test_policy_from_params_reads_known_keys_and_refuses_typos() -> None:
+    policy = GatePolicy.from_params({"min_weighted_f1": "0.6", "min_improvement": 0})
+    assert policy.min_weighted_f1 == 0.6
+    assert policy.min_improvement == 0.0
+    assert policy.max_ece == GatePolicy().max_ece
+    with pytest.raises(ValueError, match="min_weigthed_f1"):
+        GatePolicy.from_params({"min_weigthed_f1": 0.6})
+    with pytest.raises(ValueError, match=r"gate\.max_ece"):
+        GatePolicy.from_params({"max_ece": "low"})
+
+
+def test_decision_serialises_to_json_ready_dict() -> None:
+    decision = GateDecision(promote=False, reasons=["FAIL: x"])
+    assert decision.to_dict() == {"promote": False, "reasons": ["FAIL: x"]}

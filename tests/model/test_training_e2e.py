@@ -1,0 +1,299 @@
+"""End to end through the real CLI: train -> register -> gate -> registry -> evaluate.
+
+Generated products (official raw layout, real JPEGs) are prepared with the real
+`prepare_dataset`, then the real `ProductClassifier` is trained with tiny parameters, twice:
+a good model becomes champion, a deliberately crippled one stays challenger.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from rakuten_mlops.cli import app
+from rakuten_mlops.config import get_settings
+from rakuten_mlops.data import schema
+from rakuten_mlops.data.prepare import load_split, prepare_dataset
+from rakuten_mlops.evaluation.evaluate import EvaluationSettings
+from rakuten_mlops.registry.registry import CHALLENGER, CHAMPION, get_alias_version
+from rakuten_mlops.tracking import configure_tracking
+from rakuten_mlops.training.train import evaluate_champion
+
+VOCABULARY = {
+    10: ["roman", "livre", "poche", "auteur", "chapitre", "edition", "occasion"],
+    1560: ["table", "chaise", "armoire", "commode", "bois", "meuble", "salon"],
+    2583: ["piscine", "filtre", "pompe", "bache", "chlore", "spa", "hivernage"],
+    2522: ["stylo", "cahier", "agenda", "classeur", "papier", "bureau", "trousse"],
+    1280: ["poupee", "peluche", "jouet", "deguisement", "enfant", "figurine", "doudou"],
+}
+SHARED = ["lot", "neuf", "qualite", "couleur", "taille", "promo", "original"]
+COLORS = {
+    10: (200, 30, 30),
+    1560: (30, 200, 30),
+    2583: (30, 30, 200),
+    2522: (220, 220, 30),
+    1280: (200, 30, 200),
+}
+GOOD_MODEL = {
+    "sparse": {"svc_c": 0.5},
+    "text_nn": {
+        "embedding_dim": 8,
+        "hidden_dim": 8,
+        "hash_buckets": 1024,
+        "epochs": 2,
+        "batch_size": 32,
+        "min_count": 1,
+    },
+    "image": {"image_size": 16, "channels": [4, 8], "epochs": 2, "batch_size": 16, "cache_dir": ""},
+}
+# Same data, a model that cannot learn: no sparse branch, a frozen-ish tiny network.
+WORSE_MODEL = {
+    "sparse": {"enabled": False},
+    "text_nn": {
+        "embedding_dim": 2,
+        "hidden_dim": 2,
+        "hash_buckets": 64,
+        "epochs": 1,
+        "learning_rate": 1e-6,
+        "min_count": 1,
+    },
+    "image": {"enabled": False},
+}
+GATE = {"min_weighted_f1": 0.5, "min_macro_f1": 0.0, "max_ece": 0.5, "min_improvement": 0.01}
+EVALUATE = {"latency_items": 5, "latency_batch_size": 32}
+
+
+def write_raw_dataset(root: Path, n_per_class: int = 40, seed: int = 0) -> Path:
+    """Official raw layout: X/Y CSVs and real JPEGs for every fourth product."""
+    rng = np.random.default_rng(seed)
+    images = root / schema.IMAGE_TRAIN_DIR
+    images.mkdir(parents=True)
+    rows, labels = [], []
+    for code, words in VOCABULARY.items():
+        for i in range(n_per_class):
+            productid, imageid = 1000 + len(rows), 5000 + len(rows)
+            # One class word, sometimes a misleading word of another class, shared noise:
+            # learnable, not perfectly (so scores and calibration are informative).
+            title = [str(rng.choice(words))]
+            if rng.random() < 0.3:
+                other = [c for c in VOCABULARY if c != code][int(rng.integers(len(VOCABULARY) - 1))]
+                title.append(str(rng.choice(VOCABULARY[other])))
+            title += rng.choice(SHARED, size=int(rng.integers(1, 6))).tolist()
+            rng.shuffle(title)
+            description = " ".join(rng.choice(words + SHARED, size=4)) if i % 3 == 0 else None
+            rows.append(
+                {
+                    "designation": f"{' '.join(title)} {rng.integers(10_000)}",
+                    "description": description,
+                    "productid": productid,
+                    "imageid": imageid,
+                }
+            )
+            labels.append(code)
+            if i % 4 == 0:
+                pixels = np.clip(
+                    np.array(COLORS[code]) + rng.integers(-25, 25, (24, 24, 3)), 0, 255
+                )
+                Image.fromarray(pixels.astype(np.uint8)).save(
+                    images / schema.image_filename(imageid, productid), format="JPEG"
+                )
+    pd.DataFrame(rows).to_csv(root / schema.X_TRAIN_FILE)
+    pd.DataFrame({schema.TARGET_COL: labels}).to_csv(root / schema.Y_TRAIN_FILE)
+    return root
+
+
+def write_params(path: Path, model: dict[str, Any]) -> Path:
+    params = {
+        "seed": 7,
+        "data": {"val_size": 0.2, "test_size": 0.2, "unseen_size": 0.0, "seed": 7},
+        "model": model,
+        "gate": GATE,
+        "evaluate": EVALUATE,
+    }
+    path.write_text(yaml.safe_dump(params), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def processed(tmp_path: Path) -> Path:
+    raw = write_raw_dataset(tmp_path / "raw")
+    out = tmp_path / "processed"
+    prepare_dataset(raw, out, {"val_size": 0.2, "test_size": 0.2, "unseen_size": 0.0, "seed": 7})
+    return out
+
+
+def invoke(args: list[str]) -> str:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{args}: {result.output}"
+    return result.output
+
+
+def train_args(processed: Path, params: Path, metrics: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--data-dir",
+        str(processed),
+        "--params",
+        str(params),
+        "--metrics-out",
+        str(metrics),
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_train_register_gate_and_registry_flow(processed: Path, tmp_path: Path) -> None:
+    name = get_settings().model_name
+    good, worse = (
+        write_params(tmp_path / "good.yaml", GOOD_MODEL),
+        write_params(tmp_path / "worse.yaml", WORSE_MODEL),
+    )
+
+    # 1. First model: no champion yet, passes the thresholds -> champion and challenger.
+    out1 = invoke(
+        train_args(processed, good, tmp_path / "m1.json", "--model-out", str(tmp_path / "model"))
+    )
+    assert "gate: PROMOTE" in out1
+    assert "INFO: no registered model yet" in out1
+    metrics1 = json.loads((tmp_path / "m1.json").read_text(encoding="utf-8"))
+    assert metrics1["model_version"] == 1
+    assert metrics1["gate"]["promote"] is True
+    assert metrics1["test"]["weighted_f1"] >= GATE["min_weighted_f1"]
+    assert set(metrics1["test"]["slices"]) >= {"with_image", "without_image", "short_title"}
+    assert metrics1["test"]["latency"]["p50_ms"] > 0
+    client = MlflowClient()
+    assert get_alias_version(client, name, CHAMPION) == 1
+    assert get_alias_version(client, name, CHALLENGER) == 1
+    assert (tmp_path / "model" / "MLmodel").is_file()
+
+    # The run holds params, curves, fingerprints, metrics and report artifacts.
+    run = client.get_run(metrics1["run_id"])
+    assert run.data.params["model.text_nn.epochs"] == "2"
+    assert run.data.params["gate.min_improvement"] == "0.01"
+    assert run.data.metrics["test_weighted_f1"] == pytest.approx(metrics1["test"]["weighted_f1"])
+    assert "test_branch_sparse_weighted_f1" in run.data.metrics
+    assert "test_slice_text_origin_full_weighted_f1" in run.data.metrics
+    assert "latency_batch_items_per_s" in run.data.metrics
+    assert "duration/total" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "text_nn/train_loss")] == [
+        1,
+        2,
+    ]
+    assert len(run.data.tags["data.sha256"]) == 64
+    assert run.data.tags["gate.promote"] == "true"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    for expected in (
+        "confusion_matrix.png",
+        "calibration_curve.png",
+        "accuracy_vs_coverage.png",
+        "per_class_metrics.csv",
+        "per_class_metrics.json",
+        "model_card.md",
+        "gate_decision.json",
+    ):
+        assert f"evaluation/{expected}" in artifacts
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train", "val", "test"}
+
+    # 2. A worse model: compared with the champion on the same split, it stays challenger.
+    out2 = invoke(train_args(processed, worse, tmp_path / "m2.json"))
+    metrics2 = json.loads((tmp_path / "m2.json").read_text(encoding="utf-8"))
+    assert metrics2["model_version"] == 2
+    assert metrics2["gate"]["promote"] is False
+    assert metrics2["champion"]["weighted_f1"] == pytest.approx(metrics1["test"]["weighted_f1"])
+    assert metrics2["test"]["weighted_f1"] < metrics1["test"]["weighted_f1"]
+    assert any(r.startswith("FAIL") and "vs champion" in r for r in metrics2["gate"]["reasons"])
+    assert "gate: KEEP CHAMPION" in out2
+    assert get_alias_version(client, name, CHAMPION) == 1
+    assert get_alias_version(client, name, CHALLENGER) == 2
+    assert client.get_run(metrics2["run_id"]).data.tags["gate.promote"] == "false"
+
+    # 3. Registry commands: list, manual promote, rollback, then nothing left to roll back.
+    listing = invoke(["registry", "list"])
+    assert "2 version(s)" in listing
+    assert metrics1["run_id"] in listing
+    assert metrics2["run_id"] in listing
+    assert "v2 (was v1)" not in listing
+    assert "champion -> v2 (was v1)" in invoke(["registry", "promote", "2"])
+    assert get_alias_version(client, name, CHAMPION) == 2
+    assert "champion v2 -> v1" in invoke(["registry", "rollback"])
+    assert get_alias_version(client, name, CHAMPION) == 1
+    failed = CliRunner().invoke(app, ["registry", "rollback"])
+    assert failed.exit_code == 1
+    assert "no previous champion" in failed.output
+    unknown = CliRunner().invoke(app, ["registry", "promote", "9"])
+    assert unknown.exit_code == 1
+    assert "has no version 9 (versions: 1, 2)" in unknown.output
+
+    # 4. Evaluate the champion through its registry URI: same test metrics as training.
+    reports = tmp_path / "reports"
+    evaluation = invoke(
+        [
+            "evaluate",
+            "--model",
+            f"models:/{name}@champion",
+            "--data-dir",
+            str(processed),
+            "--params",
+            str(good),
+            "--out-dir",
+            str(reports),
+            "--metrics-out",
+            str(tmp_path / "evaluate.json"),
+            "--no-latency",
+        ]
+    )
+    assert "weighted F1" in evaluation
+    evaluated = json.loads((tmp_path / "evaluate.json").read_text(encoding="utf-8"))
+    assert evaluated["weighted_f1"] == pytest.approx(metrics1["test"]["weighted_f1"])
+    assert evaluated["branches"]["fused_weighted_f1"] == pytest.approx(evaluated["weighted_f1"])
+    assert (reports / "confusion_matrix.png").stat().st_size > 1000
+    assert "## Limits" in (reports / "model_card.md").read_text(encoding="utf-8")
+
+    # 5. Same seed, same data, same params: same model (and --no-register leaves no version).
+    invoke(train_args(processed, good, tmp_path / "m3.json", "--no-register"))
+    metrics3 = json.loads((tmp_path / "m3.json").read_text(encoding="utf-8"))
+    assert metrics3["model_version"] is None
+    assert metrics3["test"]["weighted_f1"] == metrics1["test"]["weighted_f1"]
+    assert metrics3["test"]["ece"] == pytest.approx(metrics1["test"]["ece"], abs=1e-9)
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+
+
+def test_unloadable_champion_is_treated_as_absent_and_reported(
+    processed: Path, tmp_path: Path
+) -> None:
+    configure_tracking(get_settings())
+    client = MlflowClient()
+    name = "broken-classifier"
+    client.create_registered_model(name)
+    with mlflow.start_run() as run:
+        pass
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    client.create_model_version(name, source=str(empty), run_id=run.info.run_id)
+    client.set_registered_model_alias(name, CHAMPION, "1")
+
+    metrics, note = evaluate_champion(
+        client, name, load_split(processed, "test"), EvaluationSettings()
+    )
+    assert metrics is None
+    assert note is not None
+    assert "champion v1 could not be evaluated" in note
+
+
+def test_train_reports_missing_processed_data_without_traceback(tmp_path: Path) -> None:
+    params = write_params(tmp_path / "p.yaml", GOOD_MODEL)
+    result = CliRunner().invoke(app, train_args(tmp_path / "nowhere", params, tmp_path / "m.json"))
+    assert result.exit_code == 1
+    assert "train.parquet not found" in result.output
+    assert "Traceback" not in result.output
