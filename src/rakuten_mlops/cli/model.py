@@ -102,7 +102,7 @@ def evaluate(
         write_evaluation_reports,
         write_metrics_file,
     )
-    from rakuten_mlops.models.pyfunc import load_pyfunc_model
+    from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
     from rakuten_mlops.tracking import set_tracking_uri
 
     settings = get_settings()
@@ -113,13 +113,13 @@ def evaluate(
     frame = load_split(data_dir or settings.processed_dir, split)
     set_tracking_uri(settings)
     pyfunc_model = load_pyfunc_model(model)
-    predictions = predict_frame(pyfunc_model.predict, frame)
+    predictions = predict_frame(as_predict_fn(pyfunc_model), frame)
     result = evaluate_predictions(frame, predictions, split=split, settings=eval_settings)
     classifier = _unwrap_classifier(pyfunc_model)
     if classifier is not None:
         result.branches = score_branches(classifier, frame)
     if latency:
-        result.latency = measure_latency(pyfunc_model.predict, frame, eval_settings)
+        result.latency = measure_latency(as_predict_fn(pyfunc_model), frame, eval_settings)
     reports = out_dir or settings.reports_dir / "evaluation"
     files = write_evaluation_reports(
         result, reports, model_name=settings.model_name, extra={"model": model}
@@ -156,13 +156,13 @@ def predict(
     if not input_csv.is_file():  # before the slow imports: fail fast on a typo
         raise DataError(f"input file not found: {input_csv}")
     from rakuten_mlops.modeling.predict import predict_csv
-    from rakuten_mlops.models.pyfunc import load_pyfunc_model
+    from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
     from rakuten_mlops.tracking import set_tracking_uri
 
     set_tracking_uri(get_settings())
     pyfunc_model = load_pyfunc_model(model)
     summary = predict_csv(
-        pyfunc_model.predict,
+        as_predict_fn(pyfunc_model),
         input_csv,
         output,
         images_dir=images,

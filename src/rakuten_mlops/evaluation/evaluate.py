@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,9 @@ from rakuten_mlops.evaluation.reports import (
     render_model_card,
 )
 
-PredictFn = Callable[[pd.DataFrame], pd.DataFrame]
+if TYPE_CHECKING:
+    from rakuten_mlops.models.pyfunc import PredictFn
+
 
 # Report file names (also the MLflow artifact names).
 PER_CLASS_CSV = "per_class_metrics.csv"

@@ -13,9 +13,9 @@ import csv
 import logging
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,11 @@ from tqdm import tqdm
 from rakuten_mlops.data.schema import image_filename
 from rakuten_mlops.errors import DataError, ModelError, RakutenError
 
+if TYPE_CHECKING:
+    from rakuten_mlops.models.pyfunc import PredictFn
+
 logger = logging.getLogger(__name__)
 
-PredictFn = Callable[[pd.DataFrame], pd.DataFrame]
 
 REQUIRED_COLUMNS = ("designation",)
 IMAGE_ID_COLUMNS = ("productid", "imageid")

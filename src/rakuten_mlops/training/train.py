@@ -349,7 +349,7 @@ def evaluate_champion(
     A champion that cannot be loaded or fails to predict is reported, never fatal: the
     challenger is then judged on the thresholds alone.
     """
-    from rakuten_mlops.models.pyfunc import load_pyfunc_model
+    from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
 
     try:
         version = get_alias_version(client, name, CHAMPION)
@@ -360,7 +360,7 @@ def evaluate_champion(
     logger.info("evaluating champion v%d on the same split", version)
     try:
         model = load_pyfunc_model(f"models:/{name}@{CHAMPION}")
-        predictions = predict_frame(model.predict, frame)
+        predictions = predict_frame(as_predict_fn(model), frame)
     except RakutenError as exc:
         logger.warning("champion v%d unusable: %s", version, exc)
         return None, f"champion v{version} could not be evaluated ({exc}); treated as absent"

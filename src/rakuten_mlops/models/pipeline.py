@@ -1,0 +1,547 @@
+"""The whole inference pipeline as one object: cleaning -> features -> branches -> fusion.
+
+`ProductClassifier.fit` trains every branch on the training split and fits the fusion (and
+each branch's temperature) on the validation split, so the fused probabilities are
+calibrated on data the branches never saw. `save`/`load` keep everything the model needs
+at inference (vocabularies, label map, weights, params) in one directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import torch
+
+from rakuten_mlops.data.schema import CATEGORY_NAMES, TARGET_COL
+from rakuten_mlops.errors import DataError, ModelError
+from rakuten_mlops.features.image_tensors import decode_image, load_images
+from rakuten_mlops.features.text import clean_text
+from rakuten_mlops.models.fusion import LogLinearFusion, fit_temperature, log_softmax, softmax
+from rakuten_mlops.models.image import ImageClassifier
+from rakuten_mlops.models.params import ModelParams, parse_model_params
+from rakuten_mlops.models.sparse import SparseTextModel
+from rakuten_mlops.models.text_nn import NeuralTextClassifier
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+META_FILE = "classifier.json"
+SPARSE_FILE = "sparse.joblib"
+TEXT_NN_FILE = "text_nn.pt"
+TEXT_NN_TOKENIZER_FILE = "text_nn_tokenizer.json"
+IMAGE_FILE = "image.pt"
+
+OUTPUT_COLUMNS = (
+    "prdtypecode",
+    "category",
+    "confidence",
+    "top_1_code",
+    "top_1_proba",
+    "top_2_code",
+    "top_2_proba",
+    "top_3_code",
+    "top_3_proba",
+    "has_image",
+)
+_TRAINING_COLUMNS = ("designation", "description", "image_path", TARGET_COL)
+# The image branch is skipped when training has fewer images than this.
+_MIN_TRAIN_IMAGES = 10
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _clean_column(frame: pd.DataFrame, column: str, *, required: bool) -> list[str]:
+    """Cleaned strings of one text column; missing values are "" unless the field is required."""
+    if column not in frame.columns:
+        if required:
+            raise DataError(
+                f"input has no `{column}` column (columns: {', '.join(map(str, frame.columns))})"
+            )
+        return [""] * len(frame)
+    texts = []
+    for index, value in zip(frame.index, frame[column].tolist(), strict=True):
+        if _is_missing(value):
+            if required:
+                raise DataError(f"row {index}: field `{column}` is required, got no value")
+            texts.append("")
+        elif not isinstance(value, str):
+            raise DataError(
+                f"row {index}: field `{column}` must be a string, got {type(value).__name__}"
+            )
+        else:
+            texts.append(clean_text(value))
+    return texts
+
+
+def _image_bytes(value: object) -> bytes | None:
+    """Raw bytes of an `image_bytes` cell; base64 text is accepted (JSON transports)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str) and value:
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
+class ProductClassifier:
+    """The whole inference pipeline: cleaning -> features -> branches -> fusion -> label."""
+
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42) -> None:
+        self.model_params: ModelParams = parse_model_params(params)
+        # The resolved hyperparameters (defaults filled in), as logged and saved.
+        self.params: dict[str, Any] = self.model_params.to_dict()
+        self.seed = seed
+        self.classes_: np.ndarray = np.array([], dtype=np.int64)
+        self.history: dict[str, list[float]] = {}
+        self.timings: dict[str, float] = {}
+        self.sparse: SparseTextModel | None = None
+        self.text_nn: NeuralTextClassifier | None = None
+        self.image: ImageClassifier | None = None
+        self.temperatures: dict[str, float] = {}
+        self.fusion: LogLinearFusion | None = None
+
+    # ------------------------------------------------------------------ training
+
+    @property
+    def branches(self) -> list[str]:
+        """Names of the fitted branches, in fusion order."""
+        names = []
+        if self.sparse is not None:
+            names.append("sparse")
+        if self.text_nn is not None:
+            names.append("text_nn")
+        if self.image is not None:
+            names.append("image")
+        return names
+
+    def _check_training_frame(self, frame: pd.DataFrame, split: str) -> None:
+        missing = [column for column in _TRAINING_COLUMNS if column not in frame.columns]
+        if missing:
+            raise DataError(f"{split} split: missing column(s) {', '.join(missing)}")
+        if frame.empty:
+            raise DataError(f"{split} split: no rows")
+        if frame[TARGET_COL].isna().any():
+            row = frame.index[frame[TARGET_COL].isna()][0]
+            raise DataError(f"{split} split, row {row}: field `{TARGET_COL}` is missing")
+
+    def fit(
+        self, train: pd.DataFrame, val: pd.DataFrame, *, progress: bool = True
+    ) -> ProductClassifier:
+        """Train the branches on `train`, then temperatures and fusion on `val`.
+
+        Args:
+            train: processed training split (`designation`, `description`, `image_path`,
+                `prdtypecode`; `image_path` absolute or "").
+            val: processed validation split, same columns.
+            progress: show tqdm bars on stderr.
+
+        Raises:
+            DataError: a split lacks a column, has no rows or no label.
+            ModelError: training failed (for instance fewer than two classes).
+        """
+        self._check_training_frame(train, "train")
+        self._check_training_frame(val, "val")
+        p = self.model_params
+        if not (p.sparse.enabled or p.text_nn.enabled):
+            raise ModelError(
+                "at least one text branch (model.sparse or model.text_nn) must be enabled"
+            )
+        if p.text_transformer.enabled:
+            # Reserved for a pretrained French transformer loaded from a local path; refuse
+            # rather than silently train without it.
+            raise ModelError(
+                "model.text_transformer.enabled is true, but this version has no transformer "
+                "branch: set it to false"
+            )
+        started = time.perf_counter()
+        self.history, self.timings, self.temperatures = {}, {}, {}
+        self.sparse = self.text_nn = self.image = None
+        self.classes_ = np.unique(train[TARGET_COL].to_numpy(dtype=np.int64))
+        if len(self.classes_) < 2:
+            raise ModelError(f"training needs at least two classes, got {self.classes_.tolist()}")
+        y_train = np.searchsorted(self.classes_, train[TARGET_COL].to_numpy(dtype=np.int64))
+        known = np.isin(val[TARGET_COL].to_numpy(dtype=np.int64), self.classes_)
+        if not known.all():
+            logger.warning(
+                "val split: %d row(s) with classes unseen in training are ignored", (~known).sum()
+            )
+            val = val.loc[known]
+            if val.empty:
+                raise DataError("val split: no row has a class seen in training")
+        y_val = np.searchsorted(self.classes_, val[TARGET_COL].to_numpy(dtype=np.int64))
+
+        train_titles = _clean_column(train, "designation", required=True)
+        train_descriptions = _clean_column(train, "description", required=False)
+        val_titles = _clean_column(val, "designation", required=True)
+        val_descriptions = _clean_column(val, "description", required=False)
+
+        val_scores: dict[str, np.ndarray] = {}
+        val_masks: dict[str, np.ndarray] = {}
+        if p.sparse.enabled:
+            tick = time.perf_counter()
+            self.sparse = SparseTextModel(p.sparse, self.seed).fit(
+                train_titles, train_descriptions, y_train, progress=progress
+            )
+            val_scores["sparse"] = self.sparse.decision_function(val_titles, val_descriptions)
+            self.timings["fit/sparse"] = time.perf_counter() - tick
+        if p.text_nn.enabled:
+            tick = time.perf_counter()
+            self.text_nn = NeuralTextClassifier(p.text_nn, self.seed)
+            curves = self.text_nn.fit(
+                train_titles,
+                train_descriptions,
+                y_train,
+                val=(val_titles, val_descriptions, y_val),
+                progress=progress,
+            )
+            self.history.update({f"text_nn/{key}": values for key, values in curves.items()})
+            val_scores["text_nn"] = self.text_nn.predict_log_proba(val_titles, val_descriptions)
+            self.timings["fit/text_nn"] = time.perf_counter() - tick
+        if p.image.enabled:
+            self._fit_image(train, val, y_train, y_val, val_scores, val_masks, progress=progress)
+
+        tick = time.perf_counter()
+        for name, scores in val_scores.items():
+            mask = val_masks.get(name, np.ones(len(scores), dtype=bool))
+            self.temperatures[name] = fit_temperature(scores[mask], y_val[mask])
+        fusion_inputs = self._fusion_inputs(val_scores)
+        self.fusion = LogLinearFusion(list(fusion_inputs), p.fusion.bias_l2, p.fusion.max_iter)
+        self.fusion.fit(fusion_inputs, y_val, val_masks)
+        self.timings["fit/fusion"] = time.perf_counter() - tick
+        self.timings["fit/total"] = time.perf_counter() - started
+        return self
+
+    def _fit_image(
+        self,
+        train: pd.DataFrame,
+        val: pd.DataFrame,
+        y_train: np.ndarray,
+        y_val: np.ndarray,
+        val_scores: dict[str, np.ndarray],
+        val_masks: dict[str, np.ndarray],
+        *,
+        progress: bool,
+    ) -> None:
+        p = self.model_params.image
+        cache_dir = Path(p.cache_dir) if p.cache_dir else None
+        tick = time.perf_counter()
+        train_images = load_images(
+            train["image_path"].fillna("").tolist(),
+            p.image_size,
+            cache_dir,
+            progress=progress,
+            desc="train images",
+        )
+        val_images = load_images(
+            val["image_path"].fillna("").tolist(),
+            p.image_size,
+            cache_dir,
+            progress=progress,
+            desc="val images",
+        )
+        self.timings["fit/image_decode"] = time.perf_counter() - tick
+        train_rows = [i for i, image in enumerate(train_images) if image is not None]
+        val_rows = [i for i, image in enumerate(val_images) if image is not None]
+        if len(train_rows) < _MIN_TRAIN_IMAGES or not val_rows:
+            logger.warning(
+                "image branch skipped: %d usable training image(s), %d validation image(s)",
+                len(train_rows),
+                len(val_rows),
+            )
+            return
+        tick = time.perf_counter()
+        self.image = ImageClassifier(p, self.seed)
+        train_stack = _stack_images(train_images, train_rows)
+        val_stack = _stack_images(val_images, val_rows)
+        curves = self.image.fit(
+            train_stack,
+            y_train[train_rows],
+            len(self.classes_),
+            val=(val_stack, y_val[val_rows]),
+            progress=progress,
+        )
+        self.history.update({f"image/{key}": values for key, values in curves.items()})
+        scores = np.full((len(val_images), len(self.classes_)), np.nan)
+        scores[val_rows] = self.image.predict_log_proba(val_stack)
+        mask = np.zeros(len(val_images), dtype=bool)
+        mask[val_rows] = True
+        val_scores["image"], val_masks["image"] = scores, mask
+        self.timings["fit/image"] = time.perf_counter() - tick
+
+    # ------------------------------------------------------------------ inference
+
+    def _fusion_inputs(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calibrated log-probabilities: the text branches pooled, the image apart.
+
+        Each branch is first temperature-scaled (so a weak branch is a flat distribution
+        and cannot shout), then the text branches are averaged with the fixed weights of
+        `model.fusion` (the validation split is too small to tell good weights apart: see
+        bench/README.md), and the fusion learns one scale for the text, one for the image
+        and the class biases.
+        """
+        weights = {
+            "sparse": self.model_params.fusion.sparse_weight,
+            "text_nn": self.model_params.fusion.text_nn_weight,
+        }
+        calibrated = {
+            name: log_softmax(self.temperatures[name] * values) for name, values in scores.items()
+        }
+        text = [name for name in ("sparse", "text_nn") if name in calibrated]
+        total = sum(weights[name] for name in text)
+        if total <= 0:
+            raise ModelError("model.fusion: sparse_weight + text_nn_weight must be positive")
+        inputs = {"text": sum((weights[name] / total) * calibrated[name] for name in text)}
+        if "image" in calibrated:
+            inputs["image"] = calibrated["image"]
+        return inputs  # type: ignore[return-value]
+
+    def _check_fitted(self) -> LogLinearFusion:
+        if self.fusion is None or not len(self.classes_):
+            raise ModelError("the classifier is not fitted: call fit() or load()")
+        return self.fusion
+
+    def _decode_images(self, frame: pd.DataFrame) -> list[np.ndarray | None]:
+        """One image per row from `image_bytes`, else `image_path`; None when unusable."""
+        assert self.image is not None
+        size = self.model_params.image.image_size
+        n = len(frame)
+        raw_bytes = frame["image_bytes"].tolist() if "image_bytes" in frame.columns else [None] * n
+        paths = frame["image_path"].tolist() if "image_path" in frame.columns else [None] * n
+        images: list[np.ndarray | None] = []
+        for data, path in zip(raw_bytes, paths, strict=True):
+            image = None
+            content = _image_bytes(data)
+            if content:
+                image = decode_image(content, size)
+            if image is None and isinstance(path, str) and path:
+                image = decode_image(Path(path), size)
+            images.append(image)
+        return images
+
+    def _branch_scores(
+        self, frame: pd.DataFrame
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Raw scores of each branch and the rows where each is available."""
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+        titles = _clean_column(frame, "designation", required=True)
+        descriptions = _clean_column(frame, "description", required=False)
+        scores: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        if self.sparse is not None:
+            scores["sparse"] = self.sparse.decision_function(titles, descriptions)
+        if self.text_nn is not None:
+            scores["text_nn"] = self.text_nn.predict_log_proba(titles, descriptions)
+        if self.image is not None:
+            images = self._decode_images(frame)
+            rows = [i for i, image in enumerate(images) if image is not None]
+            image_scores = np.full((len(frame), len(self.classes_)), np.nan)
+            if rows:
+                image_scores[rows] = self.image.predict_log_proba(_stack_images(images, rows))
+            mask = np.zeros(len(frame), dtype=bool)
+            mask[rows] = True
+            scores["image"], masks["image"] = image_scores, mask
+        return scores, masks
+
+    def predict_branches(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per-branch calibrated probabilities and the fused ones.
+
+        Returns:
+            `sparse`, `text_nn`, `image` (NaN rows where no usable image; NaN everywhere
+            when the branch is not part of the model), `fused`: arrays (n, n_classes).
+        """
+        fusion = self._check_fitted()
+        scores, masks = self._branch_scores(frame)
+        result: dict[str, np.ndarray] = {}
+        for name in ("sparse", "text_nn", "image"):
+            if name not in scores:
+                result[name] = np.full((len(frame), len(self.classes_)), np.nan)
+                continue
+            probs = softmax(self.temperatures[name] * np.nan_to_num(scores[name], nan=0.0))
+            if name in masks:
+                probs[~masks[name]] = np.nan
+            result[name] = probs
+        result["fused"] = np.exp(fusion.predict_log_proba(self._fusion_inputs(scores), masks))
+        return result
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Fused probabilities (n, n_classes), columns in `classes_` order.
+
+        Raises:
+            DataError: `designation` is missing or a field has the wrong type.
+            ModelError: the classifier is not fitted.
+        """
+        fusion = self._check_fitted()
+        if len(frame) == 0:
+            return np.zeros((0, len(self.classes_)))
+        scores, masks = self._branch_scores(frame)
+        return np.exp(fusion.predict_log_proba(self._fusion_inputs(scores), masks))
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predicted code, category, confidence and top-3 per row (index = `frame.index`)."""
+        fusion = self._check_fitted()
+        if len(frame) == 0:
+            return _empty_output(frame.index)
+        scores, masks = self._branch_scores(frame)
+        probs = np.exp(fusion.predict_log_proba(self._fusion_inputs(scores), masks))
+        has_image = masks.get("image", np.zeros(len(frame), dtype=bool))
+        return build_output(probs, self.classes_, has_image, frame.index)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> None:
+        """Write the model (params, label map, vocabularies, weights) into `directory`."""
+        fusion = self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "params": self.params,
+            "seed": self.seed,
+            "classes": self.classes_.tolist(),
+            "category_names": {str(code): category_name(code) for code in self.classes_.tolist()},
+            "branches": self.branches,
+            "temperatures": self.temperatures,
+            "fusion": fusion.state(),
+            "history": self.history,
+            "timings": self.timings,
+        }
+        (directory / META_FILE).write_text(
+            json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+        if self.sparse is not None:
+            joblib.dump(self.sparse, directory / SPARSE_FILE)
+        if self.text_nn is not None:
+            state = self.text_nn.state()
+            (directory / TEXT_NN_TOKENIZER_FILE).write_text(
+                json.dumps(state["tokenizer"], ensure_ascii=False), encoding="utf-8"
+            )
+            torch.save(
+                {"n_classes": state["n_classes"], "weights": state["weights"]},
+                directory / TEXT_NN_FILE,
+            )
+        if self.image is not None:
+            torch.save(self.image.state(), directory / IMAGE_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> ProductClassifier:
+        """Read a model written by `save`.
+
+        Raises:
+            ModelError: the directory does not hold a readable model.
+        """
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.is_file():
+            raise ModelError(f"no classifier in {directory}: {META_FILE} not found")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ModelError(
+                    f"{meta_path}: format version {meta.get('format_version')} is not supported "
+                    f"(expected {FORMAT_VERSION})"
+                )
+            model = cls(meta["params"], seed=int(meta["seed"]))
+            model.classes_ = np.asarray(meta["classes"], dtype=np.int64)
+            model.temperatures = {k: float(v) for k, v in meta["temperatures"].items()}
+            model.fusion = LogLinearFusion.from_state(meta["fusion"])
+            model.history = meta.get("history", {})
+            model.timings = meta.get("timings", {})
+            branches = meta["branches"]
+            if "sparse" in branches:
+                model.sparse = joblib.load(directory / SPARSE_FILE)
+            if "text_nn" in branches:
+                tokenizer = json.loads(
+                    (directory / TEXT_NN_TOKENIZER_FILE).read_text(encoding="utf-8")
+                )
+                weights = torch.load(
+                    directory / TEXT_NN_FILE, map_location="cpu", weights_only=True
+                )
+                model.text_nn = NeuralTextClassifier.from_state(
+                    model.model_params.text_nn, {"tokenizer": tokenizer, **weights}, model.seed
+                )
+            if "image" in branches:
+                state = torch.load(directory / IMAGE_FILE, map_location="cpu", weights_only=True)
+                model.image = ImageClassifier.from_state(
+                    model.model_params.image, state, model.seed
+                )
+        except ModelError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, EOFError) as exc:
+            raise ModelError(f"cannot load the classifier from {directory}: {exc}") from exc
+        return model
+
+
+def _stack_images(images: Sequence[np.ndarray | None], rows: Sequence[int]) -> np.ndarray:
+    """The decoded images of `rows` as one (n, H, W, 3) array."""
+    selected = [images[i] for i in rows]
+    return np.stack([image for image in selected if image is not None])
+
+
+def category_name(code: int) -> str:
+    """Human-readable name of a product type code (the code itself when unknown)."""
+    return CATEGORY_NAMES.get(int(code), str(code))
+
+
+def _empty_output(index: pd.Index) -> pd.DataFrame:
+    dtypes = {
+        "prdtypecode": "int64",
+        "category": "object",
+        "confidence": "float64",
+        "top_1_code": "int64",
+        "top_1_proba": "float64",
+        "top_2_code": "int64",
+        "top_2_proba": "float64",
+        "top_3_code": "int64",
+        "top_3_proba": "float64",
+        "has_image": "bool",
+    }
+    return pd.DataFrame(
+        {name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()}, index=index
+    )
+
+
+def build_output(
+    probs: np.ndarray, classes: np.ndarray, has_image: np.ndarray, index: pd.Index | Sequence[Any]
+) -> pd.DataFrame:
+    """The prediction output contract from fused probabilities.
+
+    Columns: prdtypecode, category, confidence (= top-1 probability), top_k_code /
+    top_k_proba for k = 1..3 (code -1 and probability 0 when fewer classes), has_image.
+    """
+    order = np.argsort(-probs, axis=1, kind="stable")
+    rows = np.arange(len(probs))[:, None]
+    top = order[:, :3]
+    top_probs = probs[rows, top]
+    top_codes = classes[top].astype(np.int64)
+    if top.shape[1] < 3:
+        pad = 3 - top.shape[1]
+        top_codes = np.pad(top_codes, ((0, 0), (0, pad)), constant_values=-1)
+        top_probs = np.pad(top_probs, ((0, 0), (0, pad)), constant_values=0.0)
+    output = pd.DataFrame(index=pd.Index(index) if not isinstance(index, pd.Index) else index)
+    output["prdtypecode"] = top_codes[:, 0]
+    output["category"] = [category_name(code) for code in top_codes[:, 0]]
+    output["confidence"] = top_probs[:, 0].astype(np.float64)
+    for k in range(3):
+        output[f"top_{k + 1}_code"] = top_codes[:, k]
+        output[f"top_{k + 1}_proba"] = top_probs[:, k].astype(np.float64)
+    output["has_image"] = np.asarray(has_image, dtype=bool)
+    return output
+
+
+__all__ = ["OUTPUT_COLUMNS", "ProductClassifier", "build_output", "category_name"]

@@ -1,0 +1,218 @@
+"""Sparse text branch: TF-IDF on title and description, linear classifiers.
+
+The title is short and decisive, the description long and noisy. Separate vectorizers keep
+the title's weight (one L2-normalised block each) and character n-grams on the title make
+it robust to typos, plurals and glued words ("lot2", "ps4").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import SGDClassifier
+from sklearn.svm import LinearSVC
+from tqdm.auto import tqdm
+
+from rakuten_mlops.errors import ModelError
+from rakuten_mlops.models.params import SparseParams
+
+# Words are runs of letters/digits, single characters included ("2", "x", "l").
+_TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+def text_statistics(designation: Sequence[str], description: Sequence[str]) -> np.ndarray:
+    """Shape statistics of each product's text, (n, 6) floats.
+
+    Lengths, emptiness of the description, share of capitals and digits in the title, words
+    in the title. They separate look-alike categories that differ by how merchants write
+    (a used book's bare Title Case title vs a new book's publisher blurb).
+    """
+    rows = []
+    for title, text in zip(designation, description, strict=True):
+        n_title = len(title) + 1
+        rows.append(
+            (
+                math.log1p(len(title)),
+                math.log1p(len(text)),
+                float(not text),
+                sum(ch.isupper() for ch in title) / n_title,
+                sum(ch.isdigit() for ch in title) / n_title,
+                float(len(title.split())),
+            )
+        )
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+
+
+def fit_statistics_bins(stats: np.ndarray, n_bins: int = 8) -> list[np.ndarray]:
+    """Quantile bin edges of each statistic (duplicates dropped)."""
+    quantiles = np.linspace(0, 1, n_bins + 1)[1:-1]
+    return [np.unique(np.quantile(stats[:, j], quantiles)) for j in range(stats.shape[1])]
+
+
+def bin_statistics(stats: np.ndarray, edges: list[np.ndarray]) -> sp.csr_matrix:
+    """One-hot bins of the statistics (a linear model can then fit any shape per bin)."""
+    blocks = []
+    for j, column_edges in enumerate(edges):
+        bins = np.digitize(stats[:, j], column_edges)
+        one_hot = sp.csr_matrix(
+            (np.ones(len(bins), dtype=np.float32), (np.arange(len(bins)), bins)),
+            shape=(len(bins), len(column_edges) + 1),
+        )
+        blocks.append(one_hot)
+    return sp.hstack(blocks, format="csr")
+
+
+class SparseTextModel:
+    """TF-IDF features (title words + title chars + description words) and linear models.
+
+    `decision_function` returns one score per class (columns = class indices 0..K-1 of the
+    labels given to `fit`); the pipeline turns them into probabilities.
+    """
+
+    def __init__(self, params: SparseParams, seed: int = 42) -> None:
+        self.params = params
+        self.seed = seed
+        self.vectorizers: dict[str, TfidfVectorizer] = {}
+        self.models: list[LinearSVC | SGDClassifier] = []
+        self.statistics_edges: list[np.ndarray] | None = None
+        self.n_classes = 0
+
+    def _build_vectorizers(self) -> dict[str, TfidfVectorizer]:
+        p = self.params
+        common = {"sublinear_tf": True, "strip_accents": "unicode", "dtype": np.float32}
+        vectorizers = {
+            "title_words": TfidfVectorizer(
+                analyzer="word",
+                ngram_range=p.title_word_ngrams,
+                token_pattern=_TOKEN_PATTERN,
+                min_df=p.min_df,
+                max_features=p.max_features,
+                **common,
+            ),
+            "title_chars": TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=p.title_char_ngrams,
+                min_df=max(p.min_df, 2),
+                max_features=p.max_features,
+                **common,
+            ),
+            "description_words": TfidfVectorizer(
+                analyzer="word",
+                ngram_range=p.description_word_ngrams,
+                token_pattern=_TOKEN_PATTERN,
+                min_df=p.min_df,
+                max_features=p.max_features,
+                **common,
+            ),
+        }
+        if p.title_char_cased:
+            # Case is also a merchant's style ("PS4", "Lot De 3"): a second, case-sensitive
+            # block adds it while the lower-case block keeps "PISCINE" close to "piscine".
+            vectorizers["title_chars_cased"] = TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=p.title_char_ngrams,
+                lowercase=False,
+                min_df=max(p.min_df, 2),
+                max_features=p.max_features,
+                **common,
+            )
+        return vectorizers
+
+    def _columns(
+        self, designation: Sequence[str], description: Sequence[str]
+    ) -> dict[str, list[str]]:
+        limit = self.params.description_max_chars
+        titles = list(designation)
+        return {
+            "title_words": titles,
+            "title_chars": titles,
+            "title_chars_cased": titles,
+            "description_words": [text[:limit] for text in description],
+        }
+
+    def transform(self, designation: Sequence[str], description: Sequence[str]) -> sp.csr_matrix:
+        """TF-IDF feature matrix of cleaned texts (fitted vectorizers)."""
+        if not self.vectorizers:
+            raise ModelError("the sparse text model is not fitted")
+        columns = self._columns(designation, description)
+        blocks = [vec.transform(columns[name]) for name, vec in self.vectorizers.items()]
+        if self.statistics_edges is not None:
+            stats = text_statistics(designation, description)
+            blocks.append(
+                self.params.statistics_weight * bin_statistics(stats, self.statistics_edges)
+            )
+        return sp.hstack(blocks, format="csr")
+
+    def fit(
+        self,
+        designation: Sequence[str],
+        description: Sequence[str],
+        labels: np.ndarray,
+        *,
+        progress: bool = False,
+    ) -> SparseTextModel:
+        """Fit the vectorizers and the linear models.
+
+        Args:
+            designation: cleaned titles.
+            description: cleaned descriptions ("" when none).
+            labels: class indices 0..K-1, every index present at least once.
+        """
+        self.n_classes = int(labels.max()) + 1
+        self.vectorizers = self._build_vectorizers()
+        columns = self._columns(designation, description)
+        p = self.params
+        blocks = []
+        with tqdm(
+            total=len(self.vectorizers) + 1, desc="sparse", disable=not progress, unit="step"
+        ) as steps:
+            for name, vec in self.vectorizers.items():
+                steps.set_postfix_str(name)
+                try:
+                    blocks.append(vec.fit_transform(columns[name]))
+                except ValueError as exc:  # empty vocabulary: every text is empty
+                    raise ModelError(
+                        f"sparse text model: cannot build `{name}` features: {exc}"
+                    ) from exc
+                steps.update()
+            if p.statistics_weight > 0:
+                stats = text_statistics(designation, description)
+                self.statistics_edges = fit_statistics_bins(stats)
+                blocks.append(p.statistics_weight * bin_statistics(stats, self.statistics_edges))
+            features = sp.hstack(blocks, format="csr")
+            steps.set_postfix_str("linear models")
+            self.models = [
+                LinearSVC(C=p.svc_c, max_iter=p.max_iter, random_state=self.seed).fit(
+                    features, labels
+                )
+            ]
+            if p.sgd_alpha > 0:
+                sgd = SGDClassifier(
+                    loss="modified_huber",
+                    alpha=p.sgd_alpha,
+                    max_iter=50,
+                    tol=None,
+                    random_state=self.seed,
+                )
+                self.models.append(sgd.fit(features, labels))
+            for model in self.models:
+                # Single precision halves the saved model (27 x ~450k coefficients); done
+                # here so the fitted and the saved model predict exactly the same.
+                model.coef_ = model.coef_.astype(np.float32)
+                model.intercept_ = model.intercept_.astype(np.float32)
+            steps.update()
+        return self
+
+    def decision_function(
+        self, designation: Sequence[str], description: Sequence[str]
+    ) -> np.ndarray:
+        """Class scores, shape (n, K), averaged over the linear models."""
+        features = self.transform(designation, description)
+        scores = np.zeros((features.shape[0], self.n_classes), dtype=np.float64)
+        for model in self.models:
+            scores += model.decision_function(features)
+        return scores / len(self.models)
