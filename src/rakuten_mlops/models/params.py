@@ -78,8 +78,15 @@ class ImageParams:
 
 @dataclass(frozen=True)
 class FusionParams:
-    """Late fusion of the calibrated branches, fit on the validation split."""
+    """Late fusion of the calibrated branches, fit on held-out scores.
 
+    With `cross_fit_folds` >= 2 the text branches are cross-fitted over train + val: the
+    temperatures and the fusion are fit on their out-of-fold scores, then the text branches
+    are refit on all of train + val. 0 keeps the holdout behaviour (fit on train, fusion on
+    val). The image branch is always fit on train and fused on val (cost: see bench/README).
+    """
+
+    cross_fit_folds: int = 0
     # Relative weights of the two calibrated text branches in their average.
     sparse_weight: float = 0.5
     text_nn_weight: float = 0.5
