@@ -16,13 +16,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from rakuten_mlops.cli import app
-from rakuten_mlops.data.schema import image_filename
+from rakuten_mlops.data.schema import OUTPUT_COLUMNS, image_filename
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.modeling.predict import (
     NOTE_COLUMN,
     NOTE_DESIGNATION_FROM_DESCRIPTION,
     NOTE_NO_INPUT,
-    PREDICTION_COLUMNS,
     predict_csv,
 )
 from rakuten_mlops.models.pipeline import ProductClassifier
@@ -150,7 +149,7 @@ def test_every_row_gets_one_prediction_with_index_preserved(
     assert summary.chunks == 3
     assert result.index.tolist() == source.index.tolist()
     assert out.read_text(encoding="utf-8").splitlines()[0].startswith(",prdtypecode,")
-    assert list(result.columns) == [*PREDICTION_COLUMNS, NOTE_COLUMN]
+    assert list(result.columns) == [*OUTPUT_COLUMNS, NOTE_COLUMN]
     # Only the row whose image exists and decodes used it.
     assert result["has_image"].tolist() == [True, False, False, False, False, False, False]
     assert summary.with_image == 1

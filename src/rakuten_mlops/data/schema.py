@@ -75,6 +75,19 @@ PROCESSED_METADATA_FILE = "metadata.json"
 
 # Model input (pyfunc / API): `designation` required, the others optional.
 MODEL_INPUT_COLUMNS = ("designation", "description", "image_path", "image_bytes")
+# Model output (pyfunc `predict`, batch prediction files), in this order.
+OUTPUT_COLUMNS = (
+    TARGET_COL,
+    "category",
+    "confidence",
+    "top_1_code",
+    "top_1_proba",
+    "top_2_code",
+    "top_2_proba",
+    "top_3_code",
+    "top_3_proba",
+    "has_image",
+)
 
 
 def image_filename(imageid: int, productid: int) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from rakuten_mlops.data.schema import image_filename
+from rakuten_mlops.data.schema import OUTPUT_COLUMNS, image_filename
 from rakuten_mlops.errors import DataError, ModelError, RakutenError
 
 if TYPE_CHECKING:
@@ -32,18 +32,6 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("designation",)
 IMAGE_ID_COLUMNS = ("productid", "imageid")
-PREDICTION_COLUMNS = (
-    "prdtypecode",
-    "category",
-    "confidence",
-    "top_1_code",
-    "top_1_proba",
-    "top_2_code",
-    "top_2_proba",
-    "top_3_code",
-    "top_3_proba",
-    "has_image",
-)
 NOTE_COLUMN = "note"
 NOTE_DESIGNATION_FROM_DESCRIPTION = "empty designation: predicted from the description"
 NOTE_IMAGE_ONLY = "no text: predicted from the image only"
@@ -198,7 +186,7 @@ def predict_csv(
                         notes[note] = notes.get(note, 0) + 1
                 bar.update(len(chunk))
             if chunks == 0:  # header only: still write a valid, empty output
-                empty = pd.DataFrame(columns=[*PREDICTION_COLUMNS, NOTE_COLUMN])
+                empty = pd.DataFrame(columns=[*OUTPUT_COLUMNS, NOTE_COLUMN])
                 empty.index.name = index_name
                 empty.to_csv(out, index=True, lineterminator="\n")
         tmp_path.replace(output_path)
@@ -236,10 +224,10 @@ def predict_chunk(
             f"the model returned {len(predictions)} rows for {len(chunk)} input rows "
             f"(data rows {first_row + 1}-{first_row + len(chunk)})"
         )
-    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    missing = [c for c in OUTPUT_COLUMNS if c not in predictions.columns]
     if missing:
         raise ModelError(f"the model output lacks column(s) {', '.join(missing)}")
-    output = predictions.loc[:, list(PREDICTION_COLUMNS)].copy()
+    output = predictions.loc[:, list(OUTPUT_COLUMNS)].copy()
     output.index = chunk.index
     # An image that exists but does not decode leaves nothing to predict from.
     used_image = output["has_image"].astype(bool).tolist()

@@ -26,7 +26,7 @@ import torch
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
-from rakuten_mlops.data.schema import CATEGORY_NAMES, TARGET_COL
+from rakuten_mlops.data.schema import CATEGORY_NAMES, OUTPUT_COLUMNS, TARGET_COL
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.features.image_tensors import decode_image, load_images
 from rakuten_mlops.features.text import clean_text, normalize_for_dedup
@@ -45,18 +45,6 @@ TEXT_NN_FILE = "text_nn.pt"
 TEXT_NN_TOKENIZER_FILE = "text_nn_tokenizer.json"
 IMAGE_FILE = "image.pt"
 
-OUTPUT_COLUMNS = (
-    "prdtypecode",
-    "category",
-    "confidence",
-    "top_1_code",
-    "top_1_proba",
-    "top_2_code",
-    "top_2_proba",
-    "top_3_code",
-    "top_3_proba",
-    "has_image",
-)
 _TRAINING_COLUMNS = ("designation", "description", "image_path", TARGET_COL)
 # The image branch is skipped when training has fewer images than this.
 _MIN_TRAIN_IMAGES = 10

@@ -145,6 +145,22 @@ def _metadata(classifier: ProductClassifier) -> dict[str, Any]:
     }
 
 
+def _model_kwargs(
+    classifier: ProductClassifier, workdir: Path, input_example: pd.DataFrame
+) -> dict[str, Any]:
+    """What `save_model` and `log_model` both need: staged files, signature, requirements."""
+    artifacts, code_paths = _stage(classifier, workdir)
+    return {
+        "python_model": ProductClassifierModel(),
+        "artifacts": artifacts,
+        "code_paths": code_paths,
+        "signature": MODEL_SIGNATURE,
+        "input_example": _example(input_example),
+        "pip_requirements": pip_requirements(),
+        "metadata": _metadata(classifier),
+    }
+
+
 def save_pyfunc_model(
     classifier: ProductClassifier, path: Path, input_example: pd.DataFrame
 ) -> Path:
@@ -159,17 +175,9 @@ def save_pyfunc_model(
     if path.exists():
         path.rmdir()
     with tempfile.TemporaryDirectory(prefix="rakuten-pyfunc-") as tmp:
-        artifacts, code_paths = _stage(classifier, Path(tmp))
         try:
             mlflow.pyfunc.save_model(
-                path=str(path),
-                python_model=ProductClassifierModel(),
-                artifacts=artifacts,
-                code_paths=code_paths,
-                signature=MODEL_SIGNATURE,
-                input_example=_example(input_example),
-                pip_requirements=pip_requirements(),
-                metadata=_metadata(classifier),
+                path=str(path), **_model_kwargs(classifier, Path(tmp), input_example)
             )
         except MlflowException as exc:
             raise ModelError(f"cannot save the model to {path}: {exc.message}") from exc
@@ -189,18 +197,11 @@ def log_pyfunc_model(
     if mlflow.active_run() is None:
         raise ModelError("log_pyfunc_model needs an active MLflow run (mlflow.start_run())")
     with tempfile.TemporaryDirectory(prefix="rakuten-pyfunc-") as tmp:
-        artifacts, code_paths = _stage(classifier, Path(tmp))
         try:
             info: ModelInfo = mlflow.pyfunc.log_model(
                 name=ARTIFACT_NAME,
-                python_model=ProductClassifierModel(),
-                artifacts=artifacts,
-                code_paths=code_paths,
-                signature=MODEL_SIGNATURE,
-                input_example=_example(input_example),
-                pip_requirements=pip_requirements(),
-                metadata=_metadata(classifier),
                 registered_model_name=registered_model_name,
+                **_model_kwargs(classifier, Path(tmp), input_example),
             )
         except MlflowException as exc:
             raise ModelError(f"cannot log the model: {exc.message}") from exc
