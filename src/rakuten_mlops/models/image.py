@@ -17,6 +17,7 @@ from torch.nn import functional
 from tqdm.auto import tqdm
 
 from rakuten_mlops.errors import ModelError
+from rakuten_mlops.models.history import record_validation
 from rakuten_mlops.models.params import ImageParams
 
 # Per-channel statistics of product photos (mostly white backgrounds), roughly centred.
@@ -163,15 +164,8 @@ class ImageClassifier:
                 history["train_loss"].append(running / max(1, len(data)))
                 postfix = {"loss": f"{history['train_loss'][-1]:.3f}"}
                 if "val_loss" in history and val is not None:
-                    log_probs = self.predict_log_proba(val[0])
-                    val_labels = np.asarray(val[1])
-                    history["val_loss"].append(
-                        float(-log_probs[np.arange(len(val_labels)), val_labels].mean())
-                    )
-                    history["val_accuracy"].append(
-                        float((log_probs.argmax(1) == val_labels).mean())
-                    )
-                    postfix["val_acc"] = f"{history['val_accuracy'][-1]:.3f}"
+                    accuracy = record_validation(history, self.predict_log_proba(val[0]), val[1])
+                    postfix["val_acc"] = f"{accuracy:.3f}"
                 bar.set_postfix(postfix)
         self.net.eval()
         return history

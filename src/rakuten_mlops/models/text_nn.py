@@ -28,6 +28,7 @@ from torch.nn import functional
 from tqdm.auto import tqdm
 
 from rakuten_mlops.errors import ModelError
+from rakuten_mlops.models.history import record_validation
 from rakuten_mlops.models.params import TextNNParams
 
 _WORD_RE = re.compile(r"\w+")
@@ -304,15 +305,10 @@ class NeuralTextClassifier:
                 history["train_loss"].append(running / len(encoded))
                 postfix = {"loss": f"{history['train_loss'][-1]:.3f}"}
                 if val is not None and val_encoded is not None:
-                    log_probs = self._log_proba_encoded(val_encoded)
-                    val_labels = np.asarray(val[2])
-                    history["val_loss"].append(
-                        float(-log_probs[np.arange(len(val_labels)), val_labels].mean())
+                    accuracy = record_validation(
+                        history, self._log_proba_encoded(val_encoded), val[2]
                     )
-                    history["val_accuracy"].append(
-                        float((log_probs.argmax(1) == val_labels).mean())
-                    )
-                    postfix["val_acc"] = f"{history['val_accuracy'][-1]:.3f}"
+                    postfix["val_acc"] = f"{accuracy:.3f}"
                 bar.set_postfix(postfix)
         # The embedding table is saved in half precision (half the size on disk); round it
         # now so the fitted model and the saved one predict exactly the same.
