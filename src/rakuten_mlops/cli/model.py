@@ -95,10 +95,7 @@ def evaluate(
     from rakuten_mlops.data.prepare import load_split
     from rakuten_mlops.evaluation.evaluate import (
         EvaluationSettings,
-        evaluate_predictions,
-        measure_latency,
-        predict_frame,
-        score_branches,
+        evaluate_model,
         write_evaluation_reports,
         write_metrics_file,
     )
@@ -113,13 +110,14 @@ def evaluate(
     frame = load_split(data_dir or settings.processed_dir, split)
     set_tracking_uri(settings)
     pyfunc_model = load_pyfunc_model(model)
-    predictions = predict_frame(as_predict_fn(pyfunc_model), frame)
-    result = evaluate_predictions(frame, predictions, split=split, settings=eval_settings)
-    classifier = _unwrap_classifier(pyfunc_model)
-    if classifier is not None:
-        result.branches = score_branches(classifier, frame)
-    if latency:
-        result.latency = measure_latency(as_predict_fn(pyfunc_model), frame, eval_settings)
+    result = evaluate_model(
+        as_predict_fn(pyfunc_model),
+        frame,
+        eval_settings,
+        split=split,
+        classifier=_unwrap_classifier(pyfunc_model),
+        latency=latency,
+    )
     reports = out_dir or settings.reports_dir / "evaluation"
     files = write_evaluation_reports(
         result, reports, model_name=settings.model_name, extra={"model": model}

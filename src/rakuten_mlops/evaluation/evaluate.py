@@ -271,6 +271,33 @@ def measure_latency(
     return result
 
 
+def evaluate_model(
+    predict: PredictFn,
+    frame: pd.DataFrame,
+    settings: EvaluationSettings,
+    *,
+    split: str = "test",
+    classifier: BranchScorer | None = None,
+    labels: list[int] | None = None,
+    latency: bool = True,
+) -> EvaluationResult:
+    """Predict `frame` and score it: metrics, slices, per-branch scores, latency.
+
+    Args:
+        predict: model input -> output-contract predictions.
+        classifier: the `ProductClassifier` behind `predict`, when reachable, for the
+            per-branch scores.
+        latency: also time single-item and batch predictions.
+    """
+    predictions = predict_frame(predict, frame)
+    result = evaluate_predictions(frame, predictions, split=split, settings=settings, labels=labels)
+    if classifier is not None:
+        result.branches = score_branches(classifier, frame)
+    if latency:
+        result.latency = measure_latency(predict, frame, settings)
+    return result
+
+
 def write_evaluation_reports(
     result: EvaluationResult,
     out_dir: Path,

@@ -43,10 +43,9 @@ from rakuten_mlops.evaluation.evaluate import (
     EvaluationResult,
     EvaluationSettings,
     build_model_input,
+    evaluate_model,
     evaluate_predictions,
-    measure_latency,
     predict_frame,
-    score_branches,
     write_evaluation_reports,
     write_metrics_file,
 )
@@ -331,14 +330,10 @@ def evaluate_classifier(
     classifier: Any, frame: pd.DataFrame, settings: EvaluationSettings
 ) -> EvaluationResult:
     """Full evaluation of a fitted `ProductClassifier`: metrics, branches, latency."""
-    predictions = predict_frame(classifier.predict, frame)
     labels = sorted(set(np.asarray(classifier.classes_).tolist()) | set(frame[TARGET_COL].tolist()))
-    result = evaluate_predictions(
-        frame, predictions, split=EVAL_SPLIT, settings=settings, labels=labels
+    return evaluate_model(
+        classifier.predict, frame, settings, split=EVAL_SPLIT, classifier=classifier, labels=labels
     )
-    result.branches = score_branches(classifier, frame)
-    result.latency = measure_latency(classifier.predict, frame, settings)
-    return result
 
 
 def evaluate_champion(
