@@ -1,8 +1,8 @@
 """Batch prediction of an X-layout CSV with a real (tiny) classifier.
 
-One `ProductClassifier` is trained once per module on generated products (seconds); every
-test then predicts CSV files written in tmp_path with real JPEGs, a missing image, a
-corrupt image and rows with empty text.
+One `ProductClassifier` is trained once per module on generated products (`factories`,
+seconds); every test then predicts CSV files written in tmp_path with real JPEGs, a
+missing image, a corrupt image and rows with empty text.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
+from factories import COLORS, VOCABULARY, make_products, tiny_model_params, write_jpeg
 from rakuten_mlops.cli import app
 from rakuten_mlops.data.schema import OUTPUT_COLUMNS, image_filename
 from rakuten_mlops.errors import DataError, ModelError
@@ -26,71 +26,13 @@ from rakuten_mlops.modeling.predict import (
 )
 from rakuten_mlops.models.pipeline import ProductClassifier
 
-# Four classes with their own vocabulary and image colour.
-VOCABULARY = {
-    10: ["roman", "livre", "poche", "auteur", "chapitre", "edition"],
-    1560: ["table", "chaise", "armoire", "commode", "bois", "meuble"],
-    2583: ["piscine", "filtre", "pompe", "bache", "chlore", "spa"],
-    2522: ["stylo", "cahier", "agenda", "classeur", "papier", "bureau"],
-}
-COLORS = {10: (200, 30, 30), 1560: (30, 200, 30), 2583: (30, 30, 200), 2522: (220, 220, 30)}
-TINY_PARAMS = {
-    "sparse": {"svc_c": 0.5},
-    "text_nn": {
-        "embedding_dim": 8,
-        "hidden_dim": 8,
-        "hash_buckets": 1024,
-        "epochs": 2,
-        "batch_size": 32,
-        "min_count": 1,
-    },
-    "image": {
-        "image_size": 16,
-        "channels": [4, 8],
-        "epochs": 1,
-        "batch_size": 16,
-        "cache_dir": "",
-    },
-}
-
-
-def write_jpeg(path: Path, color: tuple[int, int, int], seed: int) -> Path:
-    """A real, slightly noisy JPEG of one colour."""
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(color) + rng.integers(-20, 20, (24, 24, 3)), 0, 255)
-    Image.fromarray(pixels.astype(np.uint8)).save(path, format="JPEG")
-    return path
-
-
-def make_products(n_per_class: int, seed: int, image_dir: Path) -> pd.DataFrame:
-    """Labelled products (processed layout) with an image for every third one."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for code, words in VOCABULARY.items():
-        for i in range(n_per_class):
-            title = " ".join(rng.choice(words, size=3)) + f" ref {rng.integers(1000)}"
-            description = " ".join(rng.choice(words, size=5)) if i % 2 else ""
-            path = ""
-            if i % 3 == 0:
-                path = str(write_jpeg(image_dir / f"{code}_{seed}_{i}.jpg", COLORS[code], i))
-            rows.append(
-                {
-                    "designation": title,
-                    "description": description,
-                    "image_path": path,
-                    "has_image": bool(path),
-                    "prdtypecode": code,
-                }
-            )
-    return pd.DataFrame(rows)
-
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> ProductClassifier:
     image_dir = tmp_path_factory.mktemp("train-images")
     train = make_products(30, seed=1, image_dir=image_dir)
     val = make_products(10, seed=2, image_dir=image_dir)
-    return ProductClassifier(TINY_PARAMS, seed=42).fit(train, val, progress=False)
+    return ProductClassifier(tiny_model_params(epochs=1), seed=42).fit(train, val, progress=False)
 
 
 @pytest.fixture
@@ -104,20 +46,20 @@ def batch(tmp_path: Path) -> tuple[Path, Path]:
     x = pd.DataFrame(
         {
             "designation": [
-                "piscine filtre pompe",
+                "piscine gonflable pompe",
                 "roman livre poche auteur",
-                "table chaise bois",
-                "stylo cahier",
+                "housse couette drap",
+                "carte pokemon",
                 "",
                 None,
-                "agenda classeur papier",
+                "oreiller coton rideau",
             ],
             "description": [
                 "chlore spa",
                 "",
                 None,
-                "bureau",
-                "armoire commode meuble",
+                "booster",
+                "chien chat collier",
                 None,
                 "",
             ],
@@ -156,9 +98,9 @@ def test_every_row_gets_one_prediction_with_index_preserved(
     # Clear titles land in their class; rows without a title are kept, with a note.
     assert result.loc[40, "prdtypecode"] == 2583
     assert result.loc[12, "prdtypecode"] == 10
-    assert result.loc[7, "prdtypecode"] == 1560
+    assert result.loc[7, "prdtypecode"] == 1920
     assert result.loc[5, NOTE_COLUMN] == NOTE_DESIGNATION_FROM_DESCRIPTION
-    assert result.loc[5, "prdtypecode"] == 1560  # predicted from its description
+    assert result.loc[5, "prdtypecode"] == 2220  # predicted from its description
     assert result.loc[99, NOTE_COLUMN] == NOTE_NO_INPUT
     assert result["confidence"].between(0, 1).all()
     assert (result["top_1_proba"] >= result["top_2_proba"]).all()
@@ -296,7 +238,7 @@ def test_predict_command_with_a_saved_pyfunc_model(
     assert "wrote 7 predictions" in result.output
     predictions = read_output(out)
     direct = classifier.predict(
-        pd.DataFrame({"designation": ["piscine filtre pompe"], "description": ["chlore spa"]})
+        pd.DataFrame({"designation": ["piscine gonflable pompe"], "description": ["chlore spa"]})
     )
     assert predictions.index.tolist() == [40, 12, 7, 3000, 5, 99, 1]
     assert predictions.loc[40, "prdtypecode"] == direct["prdtypecode"].iloc[0] == 2583

@@ -1,8 +1,9 @@
 """End to end through the real CLI: train -> register -> gate -> registry -> evaluate.
 
-Generated products (official raw layout, real JPEGs) are prepared with the real
-`prepare_dataset`, then the real `ProductClassifier` is trained with tiny parameters, twice:
-a good model becomes champion, a deliberately crippled one stays challenger.
+Generated products (`factories.write_raw_dataset`: official raw layout, real JPEGs) are
+prepared with the real `prepare_dataset`, then the real `ProductClassifier` is trained
+twice: a good model (`factories.tiny_model_params`) becomes champion, a deliberately
+crippled one stays challenger.
 """
 
 from __future__ import annotations
@@ -12,50 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-from PIL import Image
 from typer.testing import CliRunner
 
+from factories import tiny_model_params, write_raw_dataset
 from rakuten_mlops.cli import app
 from rakuten_mlops.config import get_settings
-from rakuten_mlops.data import schema
 from rakuten_mlops.data.prepare import load_split, prepare_dataset
 from rakuten_mlops.evaluation.evaluate import EvaluationSettings
 from rakuten_mlops.registry.registry import CHALLENGER, CHAMPION, get_alias_version
 from rakuten_mlops.tracking import configure_tracking
 from rakuten_mlops.training.train import evaluate_champion
 
-VOCABULARY = {
-    10: ["roman", "livre", "poche", "auteur", "chapitre", "edition", "occasion"],
-    1560: ["table", "chaise", "armoire", "commode", "bois", "meuble", "salon"],
-    2583: ["piscine", "filtre", "pompe", "bache", "chlore", "spa", "hivernage"],
-    2522: ["stylo", "cahier", "agenda", "classeur", "papier", "bureau", "trousse"],
-    1280: ["poupee", "peluche", "jouet", "deguisement", "enfant", "figurine", "doudou"],
-}
-SHARED = ["lot", "neuf", "qualite", "couleur", "taille", "promo", "original"]
-COLORS = {
-    10: (200, 30, 30),
-    1560: (30, 200, 30),
-    2583: (30, 30, 200),
-    2522: (220, 220, 30),
-    1280: (200, 30, 200),
-}
-GOOD_MODEL = {
-    "sparse": {"svc_c": 0.5},
-    "text_nn": {
-        "embedding_dim": 8,
-        "hidden_dim": 8,
-        "hash_buckets": 1024,
-        "epochs": 2,
-        "batch_size": 32,
-        "min_count": 1,
-    },
-    "image": {"image_size": 16, "channels": [4, 8], "epochs": 2, "batch_size": 16, "cache_dir": ""},
-}
+GOOD_MODEL = tiny_model_params(epochs=2)
 # Same data, a model that cannot learn: no sparse branch, a frozen-ish tiny network.
 WORSE_MODEL = {
     "sparse": {"enabled": False},
@@ -71,45 +43,6 @@ WORSE_MODEL = {
 }
 GATE = {"min_weighted_f1": 0.5, "min_macro_f1": 0.0, "max_ece": 0.5, "min_improvement": 0.01}
 EVALUATE = {"latency_items": 5, "latency_batch_size": 32}
-
-
-def write_raw_dataset(root: Path, n_per_class: int = 40, seed: int = 0) -> Path:
-    """Official raw layout: X/Y CSVs and real JPEGs for every fourth product."""
-    rng = np.random.default_rng(seed)
-    images = root / schema.IMAGE_TRAIN_DIR
-    images.mkdir(parents=True)
-    rows, labels = [], []
-    for code, words in VOCABULARY.items():
-        for i in range(n_per_class):
-            productid, imageid = 1000 + len(rows), 5000 + len(rows)
-            # One class word, sometimes a misleading word of another class, shared noise:
-            # learnable, not perfectly (so scores and calibration are informative).
-            title = [str(rng.choice(words))]
-            if rng.random() < 0.3:
-                other = [c for c in VOCABULARY if c != code][int(rng.integers(len(VOCABULARY) - 1))]
-                title.append(str(rng.choice(VOCABULARY[other])))
-            title += rng.choice(SHARED, size=int(rng.integers(1, 6))).tolist()
-            rng.shuffle(title)
-            description = " ".join(rng.choice(words + SHARED, size=4)) if i % 3 == 0 else None
-            rows.append(
-                {
-                    "designation": f"{' '.join(title)} {rng.integers(10_000)}",
-                    "description": description,
-                    "productid": productid,
-                    "imageid": imageid,
-                }
-            )
-            labels.append(code)
-            if i % 4 == 0:
-                pixels = np.clip(
-                    np.array(COLORS[code]) + rng.integers(-25, 25, (24, 24, 3)), 0, 255
-                )
-                Image.fromarray(pixels.astype(np.uint8)).save(
-                    images / schema.image_filename(imageid, productid), format="JPEG"
-                )
-    pd.DataFrame(rows).to_csv(root / schema.X_TRAIN_FILE)
-    pd.DataFrame({schema.TARGET_COL: labels}).to_csv(root / schema.Y_TRAIN_FILE)
-    return root
 
 
 def write_params(path: Path, model: dict[str, Any]) -> Path:
@@ -179,17 +112,16 @@ def test_train_register_gate_and_registry_flow(processed: Path, tmp_path: Path) 
 
     # The run holds params, curves, fingerprints, metrics and report artifacts.
     run = client.get_run(metrics1["run_id"])
-    assert run.data.params["model.text_nn.epochs"] == "2"
+    epochs = GOOD_MODEL["text_nn"]["epochs"]
+    assert run.data.params["model.text_nn.epochs"] == str(epochs)
     assert run.data.params["gate.min_improvement"] == "0.01"
     assert run.data.metrics["test_weighted_f1"] == pytest.approx(metrics1["test"]["weighted_f1"])
     assert "test_branch_sparse_weighted_f1" in run.data.metrics
     assert "test_slice_text_origin_full_weighted_f1" in run.data.metrics
     assert "latency_batch_items_per_s" in run.data.metrics
     assert "duration/total" in run.data.metrics
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "text_nn/train_loss")] == [
-        1,
-        2,
-    ]
+    history = client.get_metric_history(run.info.run_id, "text_nn/train_loss")
+    assert [m.step for m in history] == list(range(1, epochs + 1))
     assert len(run.data.tags["data.sha256"]) == 64
     assert run.data.tags["gate.promote"] == "true"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
