@@ -403,7 +403,7 @@ def _log_run_context(
                     name=name,
                     digest=fingerprint[:16],
                 )
-            mlflow.log_input(dataset, context=contexts.get(name, name))
+                mlflow.log_input(dataset, context=contexts.get(name, name))
         except (MlflowException, ValueError, TypeError) as exc:  # nice to have, not essential
             logger.warning("could not log the %s dataset input: %s", name, exc)
 
