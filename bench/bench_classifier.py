@@ -115,7 +115,10 @@ def estimate_full_dataset(
     full_train = FULL_DATASET_PRODUCTS * train_fraction
     text_factor = full_train / n_train
     image_factor = full_train / max(1, n_train_images)
-    text_s = (timings.get("fit/sparse", 0.0) + timings.get("fit/text_nn", 0.0)) * text_factor
+    text_s = (
+        sum(timings.get(f"fit/{name}", 0.0) for name in ("sparse", "text_nn", "transformer"))
+        * text_factor
+    )
     image_s = timings.get("fit/image", 0.0) * image_factor
     # Train and val images are decoded once, then read from the cache.
     decode_s = decode_s_per_image * FULL_DATASET_PRODUCTS * decoded_fraction
@@ -176,8 +179,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     branches = classifier.predict_branches(test)
     results["predict_test_s"] = time.perf_counter() - tick
     classes = classifier.classes_
-    for name in ("sparse", "text_nn"):
-        if not np.isnan(branches[name]).all():
+    # `transformer` is only there when the optional branch is enabled.
+    for name in ("sparse", "text_nn", "transformer"):
+        if name in branches and not np.isnan(branches[name]).all():
             results[name] = score_probabilities(branches[name], classes, y_test, full)
     results["text_fused"] = score_probabilities(
         text_fused_probabilities(classifier, test), classes, y_test, full
@@ -269,7 +273,8 @@ def format_report(results: dict[str, Any]) -> str:
         ("reference (tfidf words + svc)", "reference"),
         ("sparse branch only", "sparse"),
         ("neural text branch only", "text_nn"),
-        ("text fused (sparse + text_nn)", "text_fused"),
+        ("transformer branch only", "transformer"),
+        ("text fused (all text branches)", "text_fused"),
         ("image only (rows with image)", "image_only_rows_with_image"),
         ("text fused (rows with image)", "text_fused_rows_with_image"),
         ("fused (rows with image)", "fused_rows_with_image"),

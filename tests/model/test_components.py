@@ -65,11 +65,11 @@ def test_bad_params_are_refused_with_the_key_named(params: dict[str, object], me
         ProductClassifier(params)
 
 
-def test_enabling_the_reserved_transformer_is_refused(
+def test_enabling_the_transformer_without_a_model_path_names_the_setting(
     tiny_products: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
 ) -> None:
     train, val, _ = tiny_products
-    with pytest.raises(ModelError, match="text_transformer"):
+    with pytest.raises(ModelError, match=r"model\.text_transformer\.model_path is empty"):
         ProductClassifier({"text_transformer": {"enabled": True}}).fit(train, val, progress=False)
 
 

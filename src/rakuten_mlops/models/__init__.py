@@ -2,6 +2,8 @@
 
 * `sparse`: TF-IDF (title words and char n-grams, description words) + LinearSVC.
 * `text_nn`: TF-IDF-weighted embedding network trained from scratch (PyTorch).
+* `transformer`: optional pretrained French transformer (CamemBERT...) fine-tuned on the
+  texts; off by default, needs the `transformer` extra (`transformers` imported lazily).
 * `image`: compact CNN trained from scratch on small images (PyTorch).
 * `fusion`: temperature scaling and log-linear late fusion, fit on the validation split.
 * `pipeline.ProductClassifier`: the whole inference pipeline as one object.

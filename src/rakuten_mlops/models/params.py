@@ -7,10 +7,47 @@ back to a default.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
 from rakuten_mlops.errors import ModelError
+
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _check_integer(params: object, where: str, name: str, *, minimum: int) -> None:
+    value = getattr(params, name)
+    # YAML `true` is a bool, which Python also counts as an int.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelError(f"`{where}.{name}` must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(
+    params: object,
+    where: str,
+    name: str,
+    *,
+    minimum: float,
+    strict: bool = False,
+    below: float | None = None,
+) -> None:
+    value = getattr(params, name)
+    bounds = f"> {minimum}" if strict else f">= {minimum}"
+    if below is not None:
+        bounds += f" and < {below}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < minimum
+        or (strict and value == minimum)
+        or (below is not None and value >= below)
+    ):
+        # PyYAML reads `3e-5` (no dot) as a string: say how to write it.
+        hint = " (YAML reads 3e-5 as text: write 3.0e-5)" if isinstance(value, str) else ""
+        raise ModelError(f"`{where}.{name}` must be a number {bounds}, got {value!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -87,24 +124,65 @@ class FusionParams:
     """
 
     cross_fit_folds: int = 0
-    # Relative weights of the two calibrated text branches in their average.
+    # Relative weights of the calibrated text branches in their average (the transformer's
+    # only counts when `model.text_transformer` is enabled).
     sparse_weight: float = 0.5
     text_nn_weight: float = 0.5
+    transformer_weight: float = 1.0
     # L2 penalty on the per-class biases of the fusion (keeps it close to the branches).
     bias_l2: float = 0.01
     max_iter: int = 200
 
+    def __post_init__(self) -> None:
+        for name in ("sparse_weight", "text_nn_weight", "transformer_weight"):
+            _check_number(self, "model.fusion", name, minimum=0.0)
+
 
 @dataclass(frozen=True)
 class TextTransformerParams:
-    """Reserved: a pretrained French transformer branch (not in this version; must stay off)."""
+    """Optional pretrained French transformer (CamemBERT, FlauBERT...) fine-tuned on the titles.
+
+    Off by default: it needs the `transformer` extra, a pretrained model and, to train in
+    reasonable time, a GPU. `model_path` is a local directory (`save_pretrained` layout)
+    or, only with `allow_download`, a Hugging Face hub id.
+    """
 
     enabled: bool = False
     model_path: str = ""
-    max_length: int = 64
+    # False: nothing is fetched from the network, `model_path` must be a local directory.
+    allow_download: bool = False
+    # Tokens of the (title, description) pair; the longer text is cut first.
+    max_length: int = 128
     epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 3e-5
+    weight_decay: float = 0.01
+    # Share of the training steps with a linearly increasing learning rate.
+    warmup_ratio: float = 0.1
+    # "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:<index>".
+    device: str = "auto"
+    predict_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        where = "model.text_transformer"
+        for name in ("enabled", "allow_download"):
+            if not isinstance(getattr(self, name), bool):
+                raise ModelError(
+                    f"`{where}.{name}` must be true or false, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.model_path, str):
+            raise ModelError(f"`{where}.model_path` must be a string, got {self.model_path!r}")
+        # Room for the special tokens of a pair ([CLS] a [SEP] b [SEP]) and some text.
+        _check_integer(self, where, "max_length", minimum=8)
+        for name in ("epochs", "batch_size", "predict_batch_size"):
+            _check_integer(self, where, name, minimum=1)
+        _check_number(self, where, "learning_rate", minimum=0.0, strict=True)
+        _check_number(self, where, "weight_decay", minimum=0.0)
+        _check_number(self, where, "warmup_ratio", minimum=0.0, below=1.0)
+        if not isinstance(self.device, str) or not _DEVICE_RE.fullmatch(self.device):
+            raise ModelError(
+                f"`{where}.device` must be auto, cpu, cuda or cuda:<index>, got {self.device!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 `ProductClassifier.fit` fits the fusion (and each branch's temperature) on scores of
 products the branches never saw, so the fused probabilities are calibrated: either the
 validation split (holdout), or, with `model.fusion.cross_fit_folds` >= 2, out-of-fold scores
-of the text branches over train + val, which are then refit on all of train + val. `save`/`load` keep everything the model needs
-at inference (vocabularies, label map, weights, params) in one directory.
+of the text branches over train + val, which are then refit on all of train + val.
+`save`/`load` keep everything the model needs at inference (vocabularies, label map,
+weights, params) in one directory.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rakuten_mlops.models.image import ImageClassifier
 from rakuten_mlops.models.params import ModelParams, parse_model_params
 from rakuten_mlops.models.sparse import SparseTextModel
 from rakuten_mlops.models.text_nn import NeuralTextClassifier
+from rakuten_mlops.models.transformer import TransformerTextClassifier, check_transformer_setup
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ SPARSE_FILE = "sparse.joblib"
 TEXT_NN_FILE = "text_nn.pt"
 TEXT_NN_TOKENIZER_FILE = "text_nn_tokenizer.json"
 IMAGE_FILE = "image.pt"
+# The fine-tuned transformer and its tokenizer (`save_pretrained` layout).
+TRANSFORMER_DIR = "transformer"
+# Text branches in fusion order; `_fusion_inputs` averages them with `model.fusion` weights.
+_TEXT_BRANCHES = ("sparse", "text_nn", "transformer")
 
 _TRAINING_COLUMNS = ("designation", "description", "image_path", TARGET_COL)
 # The image branch is skipped when training has fewer images than this.
@@ -102,6 +108,7 @@ class ProductClassifier:
         self.timings: dict[str, float] = {}
         self.sparse: SparseTextModel | None = None
         self.text_nn: NeuralTextClassifier | None = None
+        self.transformer: TransformerTextClassifier | None = None
         self.image: ImageClassifier | None = None
         self.temperatures: dict[str, float] = {}
         self.fusion: LogLinearFusion | None = None
@@ -118,6 +125,8 @@ class ProductClassifier:
             names.append("sparse")
         if self.text_nn is not None:
             names.append("text_nn")
+        if self.transformer is not None:
+            names.append("transformer")
         if self.image is not None:
             names.append("image")
         return names
@@ -155,20 +164,22 @@ class ProductClassifier:
         self._check_training_frame(train, "train")
         self._check_training_frame(val, "val")
         p = self.model_params
-        if not (p.sparse.enabled or p.text_nn.enabled):
+        if not (p.sparse.enabled or p.text_nn.enabled or p.text_transformer.enabled):
             raise ModelError(
-                "at least one text branch (model.sparse or model.text_nn) must be enabled"
+                "at least one text branch (model.sparse, model.text_nn or "
+                "model.text_transformer) must be enabled"
+            )
+        if p.text_transformer.enabled and p.fusion.cross_fit_folds >= 2:
+            # Cross-fitting would fine-tune the transformer once per fold plus once more.
+            raise ModelError(
+                "model.text_transformer cannot be cross-fitted: set "
+                "model.fusion.cross_fit_folds to 0 when the transformer branch is enabled"
             )
         if p.text_transformer.enabled:
-            # Reserved for a pretrained French transformer loaded from a local path; refuse
-            # rather than silently train without it.
-            raise ModelError(
-                "model.text_transformer.enabled is true, but this version has no transformer "
-                "branch: set it to false"
-            )
+            check_transformer_setup(p.text_transformer)
         started = time.perf_counter()
         self.history, self.timings, self.temperatures = {}, {}, {}
-        self.sparse = self.text_nn = self.image = None
+        self.sparse = self.text_nn = self.transformer = self.image = None
         self.text_nn_epochs = None
         self.classes_ = np.unique(train[TARGET_COL].to_numpy(dtype=np.int64))
         if len(self.classes_) < 2:
@@ -260,8 +271,8 @@ class ProductClassifier:
     ) -> dict[str, np.ndarray]:
         """Fit the enabled text branches into `self`; return their raw scores on `held_out`.
 
-        The neural branch's per-epoch curves (on `held_out`) are left in `self.history`
-        under `text_nn/<curve>`.
+        The neural branches' per-epoch curves (on `held_out`) are left in `self.history`
+        under `text_nn/<curve>` and `transformer/<curve>`.
         """
         p = self.model_params
         scores: dict[str, np.ndarray] = {}
@@ -281,6 +292,16 @@ class ProductClassifier:
             if held_out is not None:
                 scores["text_nn"] = self.text_nn.predict_log_proba(held_out[0], held_out[1])
             self._add_timing("fit/text_nn", time.perf_counter() - tick)
+        if p.text_transformer.enabled:
+            tick = time.perf_counter()
+            self.transformer = TransformerTextClassifier(p.text_transformer, self.seed)
+            curves = self.transformer.fit(
+                titles, descriptions, labels, val=held_out, progress=progress
+            )
+            self.history.update({f"transformer/{key}": values for key, values in curves.items()})
+            if held_out is not None:
+                scores["transformer"] = self.transformer.predict_log_proba(held_out[0], held_out[1])
+            self._add_timing("fit/transformer", time.perf_counter() - tick)
         return scores
 
     def _cross_fit_text(
@@ -419,17 +440,22 @@ class ProductClassifier:
         bench/README.md), and the fusion learns one scale for the text, one for the image
         and the class biases.
         """
+        fusion = self.model_params.fusion
         weights = {
-            "sparse": self.model_params.fusion.sparse_weight,
-            "text_nn": self.model_params.fusion.text_nn_weight,
+            "sparse": fusion.sparse_weight,
+            "text_nn": fusion.text_nn_weight,
+            "transformer": fusion.transformer_weight,
         }
         calibrated = {
             name: log_softmax(self.temperatures[name] * values) for name, values in scores.items()
         }
-        text = [name for name in ("sparse", "text_nn") if name in calibrated]
+        text = [name for name in _TEXT_BRANCHES if name in calibrated]
         total = sum(weights[name] for name in text)
         if total <= 0:
-            raise ModelError("model.fusion: sparse_weight + text_nn_weight must be positive")
+            raise ModelError(
+                "model.fusion: the weights of the fitted text branches "
+                f"({', '.join(f'{name}_weight' for name in text)}) must sum to a positive number"
+            )
         inputs = {"text": sum((weights[name] / total) * calibrated[name] for name in text)}
         if "image" in calibrated:
             inputs["image"] = calibrated["image"]
@@ -472,6 +498,8 @@ class ProductClassifier:
             scores["sparse"] = self.sparse.decision_function(titles, descriptions)
         if self.text_nn is not None:
             scores["text_nn"] = self.text_nn.predict_log_proba(titles, descriptions)
+        if self.transformer is not None:
+            scores["transformer"] = self.transformer.predict_log_proba(titles, descriptions)
         if self.image is not None:
             images = self._decode_images(frame)
             rows = [i for i, image in enumerate(images) if image is not None]
@@ -488,12 +516,18 @@ class ProductClassifier:
 
         Returns:
             `sparse`, `text_nn`, `image` (NaN rows where no usable image; NaN everywhere
-            when the branch is not part of the model), `fused`: arrays (n, n_classes).
+            when the branch is not part of the model), `transformer` only when the model
+            has that optional branch, `fused`: arrays (n, n_classes).
         """
         fusion = self._check_fitted()
         scores, masks = self._branch_scores(frame)
         result: dict[str, np.ndarray] = {}
-        for name in ("sparse", "text_nn", "image"):
+        # The optional transformer is reported only when fitted: a column of NaN in every
+        # default evaluation would only add a meaningless `transformer_coverage` metric.
+        names = ["sparse", "text_nn", "image"]
+        if "transformer" in scores:
+            names.insert(2, "transformer")
+        for name in names:
             if name not in scores:
                 result[name] = np.full((len(frame), len(self.classes_)), np.nan)
                 continue
@@ -561,6 +595,8 @@ class ProductClassifier:
                 {"n_classes": state["n_classes"], "weights": state["weights"]},
                 directory / TEXT_NN_FILE,
             )
+        if self.transformer is not None:
+            self.transformer.save(directory / TRANSFORMER_DIR)
         if self.image is not None:
             torch.save(self.image.state(), directory / IMAGE_FILE)
 
@@ -601,6 +637,10 @@ class ProductClassifier:
                 )
                 model.text_nn = NeuralTextClassifier.from_state(
                     model.model_params.text_nn, {"tokenizer": tokenizer, **weights}, model.seed
+                )
+            if "transformer" in branches:
+                model.transformer = TransformerTextClassifier.load(
+                    directory / TRANSFORMER_DIR, model.model_params.text_transformer, model.seed
                 )
             if "image" in branches:
                 state = torch.load(directory / IMAGE_FILE, map_location="cpu", weights_only=True)

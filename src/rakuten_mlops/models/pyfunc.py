@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ _REQUIREMENTS = (
     "joblib",
     "tqdm",
 )
+# Also needed when the model has the optional transformer text branch.
+_TRANSFORMER_REQUIREMENTS = ("transformers", "tokenizers", "safetensors")
 
 INPUT_SCHEMA = Schema(
     [
@@ -98,10 +100,17 @@ class ProductClassifierModel(PythonModel):
         return self.classifier.predict(model_input)
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements of the inference code (installed versions)."""
+def pip_requirements(branches: Sequence[str] = ()) -> list[str]:
+    """Pinned requirements of the inference code (installed versions).
+
+    Args:
+        branches: the classifier's branches; `transformer` adds the Hugging Face packages.
+    """
+    names = list(_REQUIREMENTS)
+    if "transformer" in branches:
+        names += _TRANSFORMER_REQUIREMENTS
     pins = []
-    for name in _REQUIREMENTS:
+    for name in names:
         try:
             # Drop local labels such as "+cpu": they are not on the public index.
             pins.append(f"{name}=={version(name).split('+')[0]}")
@@ -156,7 +165,7 @@ def _model_kwargs(
         "code_paths": code_paths,
         "signature": MODEL_SIGNATURE,
         "input_example": _example(input_example),
-        "pip_requirements": pip_requirements(),
+        "pip_requirements": pip_requirements(classifier.branches),
         "metadata": _metadata(classifier),
     }
 
