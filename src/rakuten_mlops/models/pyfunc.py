@@ -33,6 +33,7 @@ ARTIFACT_NAME = "model"
 # What batch prediction, evaluation and latency checks call: model input -> output contract.
 PredictFn = Callable[[pd.DataFrame], pd.DataFrame]
 CLASSIFIER_ARTIFACT = "classifier"
+ENTRY_POINT = Path(__file__).with_name("pyfunc_entry.py")
 LABEL_MAP_ARTIFACT = "label_map"
 # What the model needs at inference, pinned to the versions it was trained with.
 _REQUIREMENTS = (
@@ -160,7 +161,9 @@ def _model_kwargs(
     """What `save_model` and `log_model` both need: staged files, signature, requirements."""
     artifacts, code_paths = _stage(classifier, workdir)
     return {
-        "python_model": ProductClassifierModel(),
+        # Models from code: MLflow runs this file at load time rather than unpickling an
+        # object, so a model does not depend on how its Python objects were pickled.
+        "python_model": str(ENTRY_POINT),
         "artifacts": artifacts,
         "code_paths": code_paths,
         "signature": MODEL_SIGNATURE,
