@@ -89,6 +89,10 @@ def test_saved_model_is_self_contained(
         == "Livre occasion"
     )
     assert (artifacts / "classifier" / "classifier.json").is_file()
+    # A model from code: the entry file is run at load time, no pickled Python object.
+    assert mlmodel["flavors"]["python_function"]["loader_module"].endswith("code_model")
+    assert (saved_model / "pyfunc_entry.py").is_file()
+    assert not list(saved_model.rglob("*.pkl"))
 
 
 def test_requirements_are_pinned_and_exclude_dev_tools(saved_model: Path) -> None:
