@@ -8,6 +8,7 @@ temporary directory, which is the `model_path`, exactly like a downloaded checkp
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,13 @@ def test_save_load_round_trip_predicts_identically(
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
         p.name for p in saved.iterdir()
     }
+    # Written with the umask's permissions, like the rest of the model (not owner-only).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (saved / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (saved / "model.safetensors").stat().st_mode & 0o777 == (
+        (saved / "config.json").stat().st_mode & 0o777
+    )
     loaded = ProductClassifier.load(tmp_path / "model")
     assert loaded.branches == classifier.branches
     np.testing.assert_allclose(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -355,6 +356,13 @@ class TransformerTextClassifier:
         with _quiet_transformers(True):
             model.save_pretrained(directory)
             tokenizer.save_pretrained(directory)
+        # The weights file is written owner-only (0600); the model is an artifact that
+        # other users (a serving container) read, like every other file of the model.
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in directory.iterdir():
+            if path.is_file():
+                path.chmod(0o666 & ~umask)
 
     @classmethod
     def load(
