@@ -18,7 +18,7 @@ from factories import COLORS, VOCABULARY, make_products, tiny_model_params, writ
 from rakuten_mlops.cli import app
 from rakuten_mlops.data.schema import OUTPUT_COLUMNS, image_filename
 from rakuten_mlops.errors import DataError, ModelError
-from rakuten_mlops.modeling.predict import (
+from rakuten_mlops.inference.batch import (
     NOTE_COLUMN,
     NOTE_DESIGNATION_FROM_DESCRIPTION,
     NOTE_NO_INPUT,

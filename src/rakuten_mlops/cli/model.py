@@ -153,7 +153,7 @@ def predict(
     """Predict the product type code of every row of a CSV, streaming in chunks."""
     if not input_csv.is_file():  # before the slow imports: fail fast on a typo
         raise DataError(f"input file not found: {input_csv}")
-    from rakuten_mlops.modeling.predict import predict_csv
+    from rakuten_mlops.inference.batch import predict_csv
     from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
     from rakuten_mlops.tracking import set_tracking_uri
 

@@ -1,0 +1,1 @@
+"""Inference shared by batch prediction and the prediction service: model input in, contract out."""
