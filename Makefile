@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run test test-fast lint format bench mlflow-ui clean lock
+.PHONY: help install system-deps run test test-fast lint format bench mlflow-ui clean lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,11 +25,14 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and the package
 
+system-deps: ## Install the system packages the tests start (redis, prometheus, chromium, nginx...)
+	bash scripts/install-system-deps.sh
+
 run: install ## Run the whole pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
 	@test -d .git || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install ## Run the whole test suite
+test: install system-deps ## Run the whole test suite (installs what it needs first)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## Run the tests not marked slow
