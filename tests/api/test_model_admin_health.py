@@ -98,8 +98,11 @@ def registry_versions(tiny_model: TinyModel, tmp_path: Path) -> MlflowClient:
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     mlflow.set_registry_uri(f"sqlite:///{tmp_path}/mlflow.db")
     example = tiny_model.test[["designation", "description"]]
+    experiment = mlflow.create_experiment(
+        "api-tests", artifact_location=str(tmp_path / "artifacts")
+    )
     for metric in (0.71, 0.74):
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             mlflow.log_metric("test_weighted_f1", metric)
             log_pyfunc_model(tiny_model.classifier, example, registered_model_name=MODEL_NAME)
     client = MlflowClient()
