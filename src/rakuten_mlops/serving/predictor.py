@@ -27,13 +27,20 @@ ONLINE_ACCURACY_WINDOW = 500
 
 @dataclass(frozen=True)
 class ProductIn:
-    """One product to classify, as the routes received it."""
+    """One product to classify, as the routes received it (NUL characters removed: no
+    database stores them in text)."""
 
     designation: str
     description: str = ""
     productid: str | None = None
     imageid: str | None = None
     image_bytes: bytes | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("designation", "description", "productid", "imageid"):
+            value = getattr(self, name)
+            if value and "\x00" in value:
+                object.__setattr__(self, name, value.replace("\x00", ""))
 
 
 @dataclass(frozen=True)
