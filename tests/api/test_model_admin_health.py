@@ -51,6 +51,21 @@ def test_health_ready_and_metrics(client: TestClient, jpeg_bytes: bytes) -> None
     assert 'route="unmatched",status="404"' in client.get("/metrics").text
 
 
+def test_openapi_documents_every_route_with_examples(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {
+        "/v1/predict", "/v1/predict/batch", "/v1/feedback", "/v1/predictions", "/v1/model",
+        "/v1/admin/reload", "/health", "/ready", "/metrics",
+    } <= set(spec["paths"])  # fmt: skip
+    form = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    schema = spec["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert schema["properties"]["designation"]["examples"]
+    assert "image" in schema["properties"] and schema["required"] == ["designation"]
+    feedback = spec["components"]["schemas"]["FeedbackRequest"]
+    assert feedback["examples"][0]["prdtypecode"] == 2583
+
+
 def test_not_ready_until_a_model_loads(
     start_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
