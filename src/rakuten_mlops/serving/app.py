@@ -23,7 +23,7 @@ from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.serving.api.main import api_router
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.errors import add_exception_handlers
-from rakuten_mlops.serving.logs import configure_service_logging
+from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.middleware import RequestContextMiddleware
 from rakuten_mlops.serving.model_manager import ModelManager
@@ -113,6 +113,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(recorder.close)
         engine.dispose()
         logger.info("service stopped", extra={"records_written": recorder.written})
+        stop_service_logging()
 
 
 def _update_model_metrics(manager: ModelManager, succeeded: bool, metrics: ServiceMetrics) -> None:
