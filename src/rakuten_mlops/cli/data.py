@@ -102,6 +102,12 @@ def prepare(
     params: Annotated[
         Path | None, typer.Option(help="Parameters file (default: params.yaml).")
     ] = None,
+    feedback_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feedback layer merged into the training split (default: data.feedback.dir)."
+        ),
+    ] = None,
 ) -> None:
     """Clean text, resolve images and write a deterministic, leakage-free split."""
     from rakuten_mlops.data.prepare import prepare_dataset
@@ -109,6 +115,9 @@ def prepare(
     settings = get_settings()
     parameters = load_params(params or settings.params_file)
     result = prepare_dataset(
-        raw_dir or settings.raw_dir, out_dir or settings.processed_dir, parameters.get("data", {})
+        raw_dir or settings.raw_dir,
+        out_dir or settings.processed_dir,
+        parameters.get("data", {}),
+        feedback_dir=feedback_dir,
     )
     console.print(result.summary(), markup=False, soft_wrap=True)
