@@ -147,6 +147,7 @@ def test_export_errors_are_one_clear_line(tmp_path: Path) -> None:
 
 def test_feedback_params_are_validated() -> None:
     assert FeedbackParams.from_mapping(None) == FeedbackParams()
+    assert not FeedbackParams().enabled  # a `data:` section without it prepares as before
     with pytest.raises(ParamsError, match="unknown key"):
         FeedbackParams.from_mapping({"max_shar": 0.2})
     with pytest.raises(ParamsError, match="max_share"):
@@ -184,7 +185,7 @@ def test_prepare_merges_feedback_into_train_only(
     _export_products(records, feedback_products, feedback_dir)
 
     merged_dir = tmp_path / "merged"
-    feedback_params = {"min_labels": 5, "max_share": 0.5, "holdout_share": 0.2}
+    feedback_params = {"enabled": True, "min_labels": 5, "max_share": 0.5, "holdout_share": 0.2}
     result = prepare_dataset(
         raw_dir, merged_dir, {**params, "feedback": feedback_params}, feedback_dir=feedback_dir
     )
@@ -225,7 +226,7 @@ def test_prepare_guard_rails_min_labels_and_cap(
     too_few = prepare_dataset(
         raw_dir,
         tmp_path / "a",
-        {**params, "feedback": {"min_labels": 100, "holdout_share": 0.0}},
+        {**params, "feedback": {"enabled": True, "min_labels": 100, "holdout_share": 0.0}},
         feedback_dir=feedback_dir,
     ).feedback
     assert too_few is not None and too_few.merged == 0 and "min_labels" in too_few.note
@@ -233,7 +234,10 @@ def test_prepare_guard_rails_min_labels_and_cap(
     capped = prepare_dataset(
         raw_dir,
         tmp_path / "b",
-        {**params, "feedback": {"min_labels": 1, "max_share": 0.05, "holdout_share": 0.0}},
+        {
+            **params,
+            "feedback": {"enabled": True, "min_labels": 1, "max_share": 0.05, "holdout_share": 0.0},
+        },
         feedback_dir=feedback_dir,
     ).feedback
     assert capped is not None and 0 < capped.merged < 40
@@ -251,7 +255,7 @@ def test_prepare_cli_prints_the_class_balance_move(
     params_file = tmp_path / "params.yaml"
     params_file.write_text(
         "data:\n  val_size: 0.15\n  test_size: 0.15\n  seed: 1\n"
-        "  feedback:\n    min_labels: 1\n    holdout_share: 0.0\n"
+        "  feedback:\n    enabled: true\n    min_labels: 1\n    holdout_share: 0.0\n"
     )
     result = CliRunner().invoke(
         app,

@@ -42,6 +42,10 @@ def _feedback_dir(settings: Settings, params: Path | None, given: Path | None) -
     return Path(FeedbackParams.from_mapping(data.get("feedback")).dir)
 
 
+def _database_url(settings: Settings) -> str:
+    return str(getattr(settings, "database_url", "sqlite:///data/service/service.db"))
+
+
 def _service_url(settings: Settings) -> str:
     return str(getattr(settings, "service_url", "http://127.0.0.1:8000"))
 
@@ -63,15 +67,23 @@ def export(
         Path | None,
         typer.Option(help="Where relative stored image paths are resolved (default: cwd)."),
     ] = None,
+    allow_missing_db: Annotated[
+        bool,
+        typer.Option(help="A SQLite database that does not exist yet means nothing to export."),
+    ] = False,
 ) -> None:
     """Write the products reviewers corrected since the last export as a new batch."""
-    from rakuten_mlops.data.feedback import export_feedback
+    from rakuten_mlops.data.feedback import export_feedback, sqlite_path
 
     settings = get_settings()
-    url = database_url or str(
-        getattr(settings, "database_url", "sqlite:///data/service/service.db")
-    )
-    result = export_feedback(url, _feedback_dir(settings, params, out_dir), image_root=image_root)
+    url = database_url or _database_url(settings)
+    target = _feedback_dir(settings, params, out_dir)
+    path = sqlite_path(url)
+    if allow_missing_db and path is not None and not path.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        console.print(f"no service database at {path} yet: nothing to export", markup=False)
+        return
+    result = export_feedback(url, target, image_root=image_root)
     console.print(result.summary(), markup=False, soft_wrap=True)
 
 
@@ -116,6 +128,7 @@ def retrain(
         raw_dir=raw_dir or settings.raw_dir,
         processed_dir=data_dir or settings.processed_dir,
         feedback_dir=feedback_dir,
+        database_url=_database_url(settings),
         steps=[s.strip() for s in steps.split(",") if s.strip()],
         force=force,
         decision_out=out,

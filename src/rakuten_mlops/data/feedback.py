@@ -72,7 +72,8 @@ class FeedbackParams:
     """`data.feedback` in params.yaml: how reviewers' corrections join the training data.
 
     Attributes:
-        enabled: merge the feedback layer into the training split in `data prepare`.
+        enabled: merge the feedback layer into the training split in `data prepare` (off
+            when the section is absent, so a `data:` mapping without it prepares as before).
         dir: the feedback layer (batches written by `feedback export`).
         min_labels: merge nothing unless the layer holds at least this many products.
         min_new_labels: `retrain` trains only when at least this many products arrived
@@ -83,7 +84,7 @@ class FeedbackParams:
             out of training to compare champion and challenger on recent production data.
     """
 
-    enabled: bool = True
+    enabled: bool = False
     dir: str = "data/feedback"
     min_labels: int = 20
     min_new_labels: int = 20
@@ -285,13 +286,12 @@ def read_reviewed_feedback(
     import sqlalchemy as sa
     from sqlalchemy.exc import SQLAlchemyError
 
-    if database_url.startswith("sqlite:///"):
-        path = Path(database_url.removeprefix("sqlite:///"))
-        if str(path) not in ("", ":memory:") and not path.is_file():
-            raise DataError(
-                f"service database not found: {path} (RAKUTEN_DATABASE_URL); "
-                "start the service or run `rakuten-mlops db upgrade` first"
-            )
+    path = sqlite_path(database_url)
+    if path is not None and not path.is_file():
+        raise DataError(
+            f"service database not found: {path} (RAKUTEN_DATABASE_URL); "
+            "start the service or run `rakuten-mlops db upgrade` first"
+        )
     try:
         engine = sa.create_engine(database_url)
     except (SQLAlchemyError, ValueError) as exc:
@@ -670,6 +670,14 @@ def processed_image_path(absolute: str, raw_dir: Path) -> str:
     import os
 
     return PurePosixPath(Path(os.path.relpath(absolute, Path(raw_dir).resolve()))).as_posix()
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    if not database_url.startswith("sqlite:///"):
+        return None
+    path = database_url.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path not in ("", ":memory:") else None
 
 
 def redact_url(url: str) -> str:

@@ -113,6 +113,7 @@ def run_retrain(
     raw_dir: Path,
     processed_dir: Path,
     feedback_dir: Path | None = None,
+    database_url: str | None = None,
     steps: Sequence[str] = STEPS,
     force: bool = False,
     decision_out: Path | None = None,
@@ -126,6 +127,7 @@ def run_retrain(
     Args:
         steps: a subset of `STEPS`. Without `train`, a `reload` step reads the decision
             already in `decision_out` and reloads the service if it says "promoted".
+        database_url: the service database the `export` step reads (None: nothing to export).
         force: train even with fewer new labels than `data.feedback.min_new_labels`.
         decision_out: where the JSON decision goes (also `<dir>/history/<time>.json`).
 
@@ -148,7 +150,7 @@ def run_retrain(
         if "train" not in steps and "reload" in steps and decision_out is not None:
             decision = _previous_decision(decision_out, decision)
         if "export" in steps:
-            decision.export = _export(settings, feedback_dir, decision)
+            decision.export = _export(database_url, feedback_dir, decision)
         if ("prepare" in steps or "train" in steps) and not _enough_new_labels(
             decision, feedback_dir, processed_dir, feedback_params, force
         ):
@@ -178,10 +180,14 @@ def run_retrain(
     return _finish(decision, decision_out)
 
 
-def _export(settings: Settings, feedback_dir: Path, decision: RetrainDecision) -> dict[str, Any]:
+def _export(
+    database_url: str | None, feedback_dir: Path, decision: RetrainDecision
+) -> dict[str, Any]:
     from rakuten_mlops.data.feedback import export_feedback
 
-    database_url = str(getattr(settings, "database_url", ""))
+    if not database_url:
+        decision.reasons.append("export: no service database configured")
+        return {"batch": None, "rows": 0, "note": "no service database configured"}
     try:
         result = export_feedback(database_url, feedback_dir)
     except RakutenError as exc:
@@ -446,7 +452,7 @@ def _finish(decision: RetrainDecision, decision_out: Path | None) -> RetrainDeci
         tmp.replace(decision_out)
         history = decision_out.parent / "history"
         history.mkdir(exist_ok=True)
-        stamp = decision.finished_at.replace(":", "").replace("+0000", "Z")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         (history / f"{stamp}-{decision.status}.json").write_text(payload, encoding="utf-8")
     return decision
 
