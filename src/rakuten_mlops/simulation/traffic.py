@@ -279,13 +279,19 @@ def _predict(client: Any, row: Any, summary: TrafficSummary) -> dict[str, Any]:
         value = getattr(row, name)
         if value is not None and not pd.isna(value):
             data[name] = str(int(value))
-    files = None
+    # Always multipart (the service's contract), with or without an image: plain fields
+    # are parts without a file name.
+    parts: list[tuple[str, tuple[str | None, Any, str | None]]] = [
+        (name, (None, value, None)) for name, value in data.items()
+    ]
     image_path = str(row.image_path or "")
     if image_path and Path(image_path).is_file():
-        files = {"image": (Path(image_path).name, Path(image_path).read_bytes(), "image/jpeg")}
+        parts.append(
+            ("image", (Path(image_path).name, Path(image_path).read_bytes(), "image/jpeg"))
+        )
         summary.with_image += 1
     try:
-        response = client.post(PREDICT_PATH, data=data, files=files)
+        response = client.post(PREDICT_PATH, files=parts)
     except httpx.HTTPError as exc:
         return {"_status": "connection", "_error": f"{type(exc).__name__}: {exc}"}
     if response.status_code >= 300:
