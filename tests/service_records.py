@@ -1,14 +1,14 @@
 """A service database with prediction and feedback records, for the continuous-training tests.
 
-The tables follow the service contract (`predictions`, `feedback`, and the security
-issue's `users` with `username` / `role`). They are declared here with SQLAlchemy Core so
-these tests exercise the export against the column names, whatever migration level the
-service code is at. Importable as `service_records` (pytest `pythonpath = ["tests"]`).
+The database is created by the service's own migrations (`rakuten-mlops db upgrade`) and
+the rows are written with its ORM models, as the service writes them. The security
+issue's `users` table (`username`, `role`) is added here with SQLAlchemy Core when the
+migrations do not create it yet. Importable as `service_records` (pytest
+`pythonpath = ["tests"]`).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,41 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from rakuten_mlops.db.migrate import upgrade_database
+from rakuten_mlops.db.models import Feedback, Prediction
+from rakuten_mlops.db.session import make_engine, make_session_factory
+
 _metadata = sa.MetaData()
-PREDICTIONS = sa.Table(
-    "predictions",
-    _metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("request_id", sa.String(64)),
-    sa.Column("productid", sa.BigInteger),
-    sa.Column("imageid", sa.BigInteger),
-    sa.Column("designation", sa.Text, nullable=False),
-    sa.Column("description", sa.Text),
-    sa.Column("has_image", sa.Boolean, nullable=False, default=False),
-    sa.Column("image_sha256", sa.String(64)),
-    sa.Column("image_path", sa.Text),
-    sa.Column("model_name", sa.String(200)),
-    sa.Column("model_version", sa.String(32)),
-    sa.Column("model_alias", sa.String(32)),
-    sa.Column("variant", sa.String(16)),
-    sa.Column("shadow", sa.Boolean, default=False),
-    sa.Column("prdtypecode", sa.Integer, nullable=False),
-    sa.Column("confidence", sa.Float, nullable=False),
-    sa.Column("top3", sa.JSON),
-    sa.Column("needs_review", sa.Boolean, default=False),
-    sa.Column("latency_ms", sa.Float),
-    sa.Column("username", sa.String(100)),
-)
-FEEDBACK = sa.Table(
-    "feedback",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), index=True),
-    sa.Column("prdtypecode", sa.Integer, nullable=False),
-    sa.Column("username", sa.String(100)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
 USERS = sa.Table(
     "users",
     _metadata,
@@ -65,9 +35,11 @@ class ServiceRecords:
 
     def __init__(self, path: Path, *, with_users: bool = False) -> None:
         self.url = f"sqlite:///{path}"
-        self.engine = sa.create_engine(self.url)
-        tables = [PREDICTIONS, FEEDBACK] + ([USERS] if with_users else [])
-        _metadata.create_all(self.engine, tables=tables)
+        upgrade_database(self.url)
+        self.engine = make_engine(self.url)
+        self.sessions = make_session_factory(self.engine)
+        if with_users and not sa.inspect(self.engine).has_table("users"):
+            _metadata.create_all(self.engine, tables=[USERS])
         self._clock = datetime(2026, 11, 1, tzinfo=UTC)
 
     def _tick(self) -> datetime:
@@ -76,50 +48,53 @@ class ServiceRecords:
 
     def add_user(self, username: str, role: str) -> None:
         """A user of the security issue's `users` table."""
+        users = sa.Table("users", sa.MetaData(), autoload_with=self.engine)
         with self.engine.begin() as conn:
-            conn.execute(USERS.insert().values(username=username, role=role))
+            conn.execute(users.insert().values(username=username, role=role))
 
     def add_prediction(self, product: Mapping[str, Any], code: int = 10, **extra: Any) -> str:
         """Record a prediction of `product` (designation, description, productid, ...)."""
-        prediction_id = uuid.uuid4().hex
-        row = {
-            "id": prediction_id,
-            "created_at": self._tick(),
-            "designation": product["designation"],
-            "description": product.get("description") or None,
-            "productid": product.get("productid"),
-            "imageid": product.get("imageid"),
-            "image_path": product.get("image_path") or None,
-            "has_image": bool(product.get("image_path")),
-            "model_name": "rakuten-product-classifier",
-            "model_version": "1",
-            "model_alias": "champion",
-            "variant": "champion",
-            "shadow": False,
-            "prdtypecode": code,
-            "confidence": 0.5,
-            "top3": [],
-            "needs_review": True,
-            "latency_ms": 3.0,
-            "username": "anonymous",
-            **extra,
+        ids = {
+            name: str(int(product[name])) if product.get(name) is not None else None
+            for name in ("productid", "imageid")
         }
-        with self.engine.begin() as conn:
-            conn.execute(PREDICTIONS.insert().values(**row))
-        return prediction_id
+        row = Prediction(
+            created_at=self._tick(),
+            designation=product["designation"],
+            description=product.get("description") or None,
+            **ids,
+            image_path=product.get("image_path") or None,
+            has_image=bool(product.get("image_path")),
+            model_name="rakuten-product-classifier",
+            model_version="1",
+            model_alias="champion",
+            variant="champion",
+            shadow=False,
+            prdtypecode=code,
+            confidence=0.5,
+            top3=[],
+            needs_review=True,
+            latency_ms=3.0,
+            username="anonymous",
+            **extra,
+        )
+        with self.sessions() as session:
+            session.add(row)
+            session.commit()
+            return row.id
 
     def add_feedback(self, prediction_id: str, code: int, username: str = "anonymous") -> int:
         """Record a reviewer's correction; returns the feedback id."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                FEEDBACK.insert().values(
-                    prediction_id=prediction_id,
-                    prdtypecode=code,
-                    username=username,
-                    created_at=self._tick(),
-                )
-            )
-            return int(result.inserted_primary_key[0])
+        row = Feedback(
+            prediction_id=prediction_id,
+            prdtypecode=code,
+            username=username,
+            created_at=self._tick(),
+        )
+        with self.sessions() as session:
+            session.add(row)
+            session.commit()
+            return row.id
 
     def close(self) -> None:
         """Release the connections."""

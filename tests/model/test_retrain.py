@@ -29,17 +29,17 @@ GATE = {"min_weighted_f1": 0.3, "min_macro_f1": 0.0, "max_ece": 1.0, "min_improv
 
 
 class ReloadRecorder(BaseHTTPRequestHandler):
-    """Answers `POST /v1/admin/reload` with 202 and records the API key it got."""
+    """Answers `POST /v1/admin/reload?wait=true` as the service does; records the calls."""
 
     calls: ClassVar[list[dict[str, Any]]] = []
 
     def do_POST(self) -> None:
         type(self).calls.append({"path": self.path, "key": self.headers.get("X-API-Key")})
-        status = 202 if self.path == "/v1/admin/reload" else 404
-        self.send_response(status)
+        found = self.path == "/v1/admin/reload?wait=true"
+        self.send_response(200 if found else 404)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(b'{"status": "reloading"}')
+        self.wfile.write(b'{"state": "succeeded", "champion_version": "1", "error": null}')
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -110,8 +110,9 @@ def test_retrain_loop_is_guarded_idempotent_and_reloads_on_promotion(
     assert json.loads(decision_file.read_text())["status"] == "skipped"
     first = retrain(force=True)
     assert first.status == "promoted" and first.version == 1 and first.champion_after == 1
-    assert first.reload is not None and first.reload["status"] == "requested"
-    assert reload_calls == [{"path": "/v1/admin/reload", "key": "s3cret"}]
+    assert first.reload is not None and first.reload["status"] == "succeeded"
+    assert first.reload["champion_version"] == "1"
+    assert reload_calls == [{"path": "/v1/admin/reload?wait=true", "key": "s3cret"}]
 
     # 2. Same data, same parameters: nothing is trained again, nothing reloaded.
     again = retrain(force=True)

@@ -52,7 +52,7 @@ from rakuten_mlops.data.schema import (
     Y_TRAIN_FILE,
     image_filename,
 )
-from rakuten_mlops.errors import DataError
+from rakuten_mlops.errors import DataError, RakutenError
 
 logger = logging.getLogger(__name__)
 
@@ -292,9 +292,11 @@ def read_reviewed_feedback(
             f"service database not found: {path} (RAKUTEN_DATABASE_URL); "
             "start the service or run `rakuten-mlops db upgrade` first"
         )
+    from rakuten_mlops.db.session import make_engine
+
     try:
-        engine = sa.create_engine(database_url)
-    except (SQLAlchemyError, ValueError) as exc:
+        engine = make_engine(database_url)
+    except (RakutenError, SQLAlchemyError, ValueError) as exc:
         raise DataError(f"invalid RAKUTEN_DATABASE_URL {redact_url(database_url)}: {exc}") from exc
     try:
         with engine.connect() as conn:
@@ -387,7 +389,7 @@ def select_latest_corrections(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[st
     frame = frame[~bad_code & ~no_text].copy()
     frame[TARGET_COL] = pd.to_numeric(frame[TARGET_COL]).astype("int64")
     frame["product_key"] = [
-        f"id:{int(pid)}" if _is_id(pid) else f"text:{normalize_for_dedup(d, s)}"
+        f"id:{_as_id(pid)}" if _as_id(pid) is not None else f"text:{normalize_for_dedup(d, s)}"
         for pid, d, s in zip(
             frame["productid"], frame["designation"], frame["description"], strict=True
         )
@@ -403,12 +405,8 @@ def _write_batch(target: Path, products: pd.DataFrame, image_root: Path) -> int:
     images_dir = target / IMAGE_TRAIN_DIR
     images_dir.mkdir(parents=True)
     index = FEEDBACK_INDEX_BASE + products["feedback_id"].astype("int64")
-    productid = [
-        int(p) if _is_id(p) else int(i) for p, i in zip(products["productid"], index, strict=True)
-    ]
-    imageid = [
-        int(m) if _is_id(m) else int(i) for m, i in zip(products["imageid"], index, strict=True)
-    ]
+    productid = [_as_id(p) or int(i) for p, i in zip(products["productid"], index, strict=True)]
+    imageid = [_as_id(m) or int(i) for m, i in zip(products["imageid"], index, strict=True)]
     x = pd.DataFrame(
         {
             "designation": products["designation"].to_numpy(),
@@ -707,14 +705,17 @@ def _unit_hash(seed: int, key: str) -> float:
     return int.from_bytes(digest, "big") / float(1 << 56)
 
 
-def _is_id(value: object) -> bool:
+def _as_id(value: object) -> int | None:
+    """A product / image id as a positive int (the service stores them as text), else None."""
     if value is None or value is pd.NA:
-        return False
+        return None
+    if isinstance(value, float):
+        return int(value) if not math.isnan(value) and value.is_integer() and value > 0 else None
     try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-    return not math.isnan(number) and number.is_integer()
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None
 
 
 def _read_manifest(batch: Path) -> dict[str, Any]:

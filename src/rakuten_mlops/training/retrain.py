@@ -386,27 +386,37 @@ def score_recent_feedback(
 
 
 def reload_service(
-    service_url: str, api_key: str | None, timeout_s: float = 30.0
+    service_url: str, api_key: str | None, timeout_s: float = 300.0
 ) -> dict[str, Any]:
-    """`POST {service_url}/v1/admin/reload`; never raises (the registry already moved).
+    """`POST {service_url}/v1/admin/reload?wait=true`; never raises (the registry moved).
+
+    Waits for the service to load the new champion, so the answer says which version it
+    serves now (`champion_version`) or why the load failed (the old model stays).
 
     Returns:
-        `{"status": "requested"|"failed", "detail": ..., "http_status": ...}`.
+        `{"status": "succeeded"|"failed", "url", "http_status", "detail", ...}`.
     """
     import httpx
 
     url = service_url.rstrip("/") + RELOAD_PATH
     headers = {"X-API-Key": api_key} if api_key else {}
     try:
-        response = httpx.post(url, headers=headers, timeout=timeout_s)
+        response = httpx.post(url, params={"wait": "true"}, headers=headers, timeout=timeout_s)
     except httpx.HTTPError as exc:
         return {"status": "failed", "url": url, "detail": f"{type(exc).__name__}: {exc}"}
-    ok = response.status_code < 300
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    state = str(body.get("state", ""))
+    ok = response.status_code < 300 and state in ("", "succeeded", "running")
     return {
-        "status": "requested" if ok else "failed",
+        "status": ("succeeded" if state == "succeeded" else "requested") if ok else "failed",
         "url": url,
         "http_status": response.status_code,
-        "detail": response.text[:500],
+        "champion_version": body.get("champion_version"),
+        "detail": str(body.get("error") or "") if body else response.text[:500],
     }
 
 
