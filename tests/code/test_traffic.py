@@ -129,3 +129,27 @@ def test_load_traffic_from_csv_with_labels_and_images(tmp_path: Path) -> None:
     assert unlabelled["prdtypecode"].isna().all()
     with pytest.raises(DataError, match="not found"):
         load_traffic(input_csv=tmp_path / "missing.csv")
+
+
+def test_check_input_accepts_what_predict_reads_and_names_what_is_wrong(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rakuten_mlops.cli import app
+
+    good = tmp_path / "good.csv"
+    good.write_text(",designation,description\n1,Tente 4 places,\n2,,\n", encoding="utf-8")
+    ok = CliRunner().invoke(app, ["data", "check-input", "--input", str(good)])
+    assert ok.exit_code == 0, ok.output
+    assert "2 row(s) ready to predict; 1 without any text" in ok.output
+    cases = {
+        "title,price\nTente,12\n": "missing required column `designation`",
+        ",designation\n": "no product rows",
+        ",designation\n1,Tente\n2,Lampe,12,rouge\n": "cannot read the rows after row 0",
+    }
+    for text, message in cases.items():
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text, encoding="utf-8")
+        result = CliRunner().invoke(app, ["data", "check-input", "--input", str(bad)])
+        assert result.exit_code == 1 and message in result.output, (text, result.output)
+    ids = CliRunner().invoke(app, ["data", "check-input", "--input", str(good), "--need-image-ids"])
+    assert ids.exit_code == 1 and "`productid`" in ids.output
