@@ -226,6 +226,14 @@ class PredictionService:
     def count_feedback(self, variant: str, correct: bool) -> None:
         """Update the feedback counter and the rolling online accuracy of `variant`."""
         self.metrics.feedback.labels(variant, "true" if correct else "false").inc()
+        self._add_outcome(variant, correct)
+
+    def restore_online_accuracy(self, outcomes: list[tuple[str, bool]]) -> None:
+        """Start the rolling online accuracy from stored feedback (oldest first)."""
+        for variant, correct in outcomes:
+            self._add_outcome(variant, correct)
+
+    def _add_outcome(self, variant: str, correct: bool) -> None:
         window = self._outcomes.setdefault(variant, deque(maxlen=ONLINE_ACCURACY_WINDOW))
         window.append(correct)
         self.metrics.online_accuracy.labels(variant).set(sum(window) / len(window))
