@@ -45,7 +45,7 @@ class FakeService:
             self.images += int("image" in fields)
             self.predictions.append(fields)
             return httpx.Response(
-                200, json={"prediction_id": f"p{n}", "prdtypecode": 10, "model_version": "3"}
+                200, json={"prediction_id": f"p{n}", "prdtypecode": 10, "model": {"version": "3"}}
             )
         if request.url.path == "/v1/feedback":
             self.feedback.append(json.loads(request.read()))

@@ -125,6 +125,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_batch_scoring_predicts_good_files_and_moves_bad_ones_aside(
     airflow_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -198,6 +199,7 @@ def write_recording_cli(path: Path, log: Path, drift: dict[str, Any], status: st
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("status", "branch"), [("promoted", "reload_service"), ("kept", "keep_champion")]
 )
@@ -229,6 +231,7 @@ def test_retrain_dag_follows_the_gate_decision(
         assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_drift_check_triggers_retrain_on_drift(airflow_env: dict[str, str], tmp_path: Path) -> None:
     log = tmp_path / "calls.log"
     drift = {"dataset_drift": True, "drift_share": 0.75, "drifted_columns": ["title_capitals"]}

@@ -253,7 +253,7 @@ def simulate_traffic(
                 summary.first_error = summary.first_error or str(answer.get("_error"))[:300]
                 continue
             summary.ok += 1
-            versions[str(answer.get("model_version", "?"))] += 1
+            versions[_answer_version(answer)] += 1
             truth = _as_code(row.prdtypecode)
             if truth is None:
                 continue
@@ -317,6 +317,14 @@ def _send_feedback(client: Any, prediction_id: Any, code: int) -> int:
         logger.warning("feedback for %s refused: %s", prediction_id, response.text[:200])
         return 0
     return 1
+
+
+def _answer_version(answer: dict[str, Any]) -> str:
+    """The model version of a `/v1/predict` answer (`model.version`)."""
+    model = answer.get("model")
+    if isinstance(model, dict) and model.get("version") is not None:
+        return str(model["version"])
+    return str(answer.get("model_version", "?"))
 
 
 def _as_code(value: Any) -> int | None:
