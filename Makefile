@@ -13,6 +13,11 @@ PYTEST_ARGS ?=
 # Where `make run` / `make serve` put the prediction service.
 SERVE_HOST ?= 127.0.0.1
 SERVE_PORT ?= 8000
+# PyTorch's CPU wheel index: the lock pins torch==2.13.0+cpu, which PyPI does not have.
+# `make install` adds it as an extra index (pip --extra-index-url) only when pip cannot find
+# the pin in its configured sources, and keeps the extra-index-url already configured
+# (scripts/pip-extra-index.sh). Set it to another mirror, or empty to never add it.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 export PYTHONUNBUFFERED := 1
 
@@ -23,6 +28,9 @@ help: ## List the targets
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	@extra="$$(scripts/pip-extra-index.sh $(PY) "$$(grep -m1 '^torch==' requirements/lock.txt)" "$(TORCH_INDEX_URL)")"; \
+	if [ -n "$$extra" ]; then export PIP_EXTRA_INDEX_URL="$$extra"; fi; \
+	echo "$(PY) -m pip install -c requirements/lock.txt -e .[dev] (extra indexes: $${extra:-none})"; \
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[dev]"
 	@touch $(STAMP)
 

@@ -112,11 +112,19 @@ class ParamsError(RakutenError, ValueError):
     """`params.yaml` is missing or malformed (shown to users like the other `RakutenError`s)."""
 
 
+# Top-level sections of params.yaml (each is checked key by key by the code that reads it).
+PARAMS_SECTIONS = ("seed", "data", "model", "gate", "evaluate")
+# Keys of its `data:` section (values checked by `data.prepare.SplitParams`; `feedback` by
+# `data.feedback.FeedbackParams`).
+DATA_PARAMS_KEYS = ("source", "val_size", "test_size", "unseen_size", "seed", "feedback")
+
+
 def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:
     """Read the experiment parameters.
 
     Raises:
-        ParamsError: the file is missing or is not a YAML mapping.
+        ParamsError: the file is missing, is not a YAML mapping, has a top-level key that
+            is not in `PARAMS_SECTIONS` or a `data:` key that the split does not know.
     """
     path = Path(path)
     if not path.is_file():
@@ -127,4 +135,19 @@ def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(map(str, data)) - set(PARAMS_SECTIONS))
+    if unknown:  # a typo must not silently fall back to a default
+        raise ParamsError(
+            f"{path}: unknown top-level key(s) {', '.join(unknown)} "
+            f"(valid keys: {', '.join(sorted(PARAMS_SECTIONS))})"
+        )
+    section = data.get("data")
+    if section is not None and not isinstance(section, dict):
+        raise ParamsError(f"{path}: `data` must be a mapping, got {section!r}")
+    unknown = sorted(set(map(str, section or {})) - set(DATA_PARAMS_KEYS))
+    if unknown:
+        raise ParamsError(
+            f"{path}: unknown key(s) under `data`: {', '.join(unknown)} "
+            f"(valid keys: {', '.join(sorted(DATA_PARAMS_KEYS))})"
+        )
     return data
