@@ -153,3 +153,19 @@ def test_check_input_accepts_what_predict_reads_and_names_what_is_wrong(tmp_path
         assert result.exit_code == 1 and message in result.output, (text, result.output)
     ids = CliRunner().invoke(app, ["data", "check-input", "--input", str(good), "--need-image-ids"])
     assert ids.exit_code == 1 and "`productid`" in ids.output
+
+
+def test_an_interrupt_stops_the_replay_and_still_reports(products: pd.DataFrame) -> None:
+    fake = FakeService()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if len(fake.predictions) == 3:
+            raise KeyboardInterrupt  # Ctrl+C while a request is in flight
+        return fake(request)
+
+    summary = simulate_traffic(
+        products, "http://127.0.0.1:9", rate=1000, max_seconds=30,
+        transport=httpx.MockTransport(handler),
+    )  # fmt: skip
+    assert summary.stopped_by == "interrupt"
+    assert summary.sent == 4 and summary.ok == 3

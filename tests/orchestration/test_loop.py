@@ -73,9 +73,12 @@ def test_feedback_from_the_service_trains_a_new_champion_the_service_reloads(
     first = retrain(steps=["prepare", "train"], force=True)
     assert first.status == "promoted" and first.version == 1  # type: ignore[attr-defined]
 
-    server = start_serve_process(
-        {"RAKUTEN_DATABASE_URL": database_url, "RAKUTEN_ENV": "test"}, tmp_path
-    )
+    env = {
+        "RAKUTEN_DATABASE_URL": database_url,
+        "RAKUTEN_ENV": "test",
+        "RAKUTEN_IMAGE_STORE_DIR": str(tmp_path / "image-store"),
+    }
+    server = start_serve_process(env, tmp_path)
     try:
         unseen = load_traffic(processed)
         feed = apply_drift(unseen, ["capitals"], size=len(unseen), seed=1)
@@ -85,7 +88,9 @@ def test_feedback_from_the_service_trains_a_new_champion_the_service_reloads(
         assert before.feedback_ok == before.labelled == len(unseen)
 
         decision = retrain(service_url=server.url)
-        assert decision.export["rows"] == len(unseen)  # type: ignore[attr-defined]
+        exported = decision.export  # type: ignore[attr-defined]
+        assert exported["rows"] == len(unseen)
+        assert 0 < exported["images"] == before.with_image  # the service's stored copies
         assert len(list_batches(tmp_path / "feedback")) == 1
         assert decision.prepare["feedback"]["merged"] > 0  # type: ignore[attr-defined]
         assert decision.status == "promoted" and decision.version == 2  # type: ignore[attr-defined]

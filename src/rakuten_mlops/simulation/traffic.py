@@ -234,34 +234,22 @@ def simulate_traffic(
     with httpx.Client(
         base_url=service_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
     ) as client:
-        for position, row in enumerate(products.itertuples(index=False)):
-            due = started + position / rate
-            now = time.monotonic()
-            if due - started > max_seconds or now - started > max_seconds:
-                summary.stopped_by = "time"
-                break
-            if due > now:
-                time.sleep(due - now)
-            summary.sent += 1
-            tick = time.perf_counter()
-            answer = _predict(client, row, summary)
-            latencies.append((time.perf_counter() - tick) * 1000)
-            status = answer.get("_status", "error")
-            statuses[str(status)] += 1
-            if "prediction_id" not in answer:
-                summary.errors += 1
-                summary.first_error = summary.first_error or str(answer.get("_error"))[:300]
-                continue
-            summary.ok += 1
-            versions[_answer_version(answer)] += 1
-            truth = _as_code(row.prdtypecode)
-            if truth is None:
-                continue
-            summary.labelled += 1
-            summary.correct += int(int(answer.get("prdtypecode", -1)) == truth)
-            if _selected(seed, str(answer["prediction_id"]), feedback_share):
-                summary.feedback_sent += 1
-                summary.feedback_ok += _send_feedback(client, answer["prediction_id"], truth)
+        try:
+            _send_all(
+                client,
+                products,
+                summary,
+                statuses,
+                versions,
+                latencies,
+                started,
+                rate=rate,
+                max_seconds=max_seconds,
+                feedback_share=feedback_share,
+                seed=seed,
+            )
+        except KeyboardInterrupt:  # Ctrl+C / SIGINT: stop and report what was sent
+            summary.stopped_by = "interrupt"
     summary.duration_s = round(time.monotonic() - started, 3)
     summary.statuses = dict(statuses)
     summary.versions = dict(versions)
@@ -269,6 +257,50 @@ def simulate_traffic(
         summary.latency_ms_p50 = round(float(np.percentile(latencies, 50)), 1)
         summary.latency_ms_p95 = round(float(np.percentile(latencies, 95)), 1)
     return summary
+
+
+def _send_all(
+    client: Any,
+    products: pd.DataFrame,
+    summary: TrafficSummary,
+    statuses: Counter[str],
+    versions: Counter[str],
+    latencies: list[float],
+    started: float,
+    *,
+    rate: float,
+    max_seconds: float,
+    feedback_share: float,
+    seed: int,
+) -> None:
+    for position, row in enumerate(products.itertuples(index=False)):
+        due = started + position / rate
+        now = time.monotonic()
+        if due - started > max_seconds or now - started > max_seconds:
+            summary.stopped_by = "time"
+            break
+        if due > now:
+            time.sleep(due - now)
+        summary.sent += 1
+        tick = time.perf_counter()
+        answer = _predict(client, row, summary)
+        latencies.append((time.perf_counter() - tick) * 1000)
+        status = answer.get("_status", "error")
+        statuses[str(status)] += 1
+        if "prediction_id" not in answer:
+            summary.errors += 1
+            summary.first_error = summary.first_error or str(answer.get("_error"))[:300]
+            continue
+        summary.ok += 1
+        versions[_answer_version(answer)] += 1
+        truth = _as_code(row.prdtypecode)
+        if truth is None:
+            continue
+        summary.labelled += 1
+        summary.correct += int(int(answer.get("prdtypecode", -1)) == truth)
+        if _selected(seed, str(answer["prediction_id"]), feedback_share):
+            summary.feedback_sent += 1
+            summary.feedback_ok += _send_feedback(client, answer["prediction_id"], truth)
 
 
 def _predict(client: Any, row: Any, summary: TrafficSummary) -> dict[str, Any]:
