@@ -80,7 +80,7 @@ EOF
 
 echo "== 4. the service now"
 sleep 3
-kill -INT "$CANARY_PID" 2>/dev/null || true
+kill -TERM "$CANARY_PID" 2>/dev/null || true
 wait "$CANARY_PID" 2>/dev/null || true
 CANARY_PID=""
 curl -fs "$URL/v1/model" | python3 -c 'import json,sys; m=json.load(sys.stdin); print("serving version", m["version"], "loaded at", m["loaded_at"])'

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -40,6 +42,10 @@ def _feedback_dir(settings: Settings, params: Path | None, given: Path | None) -
     params_file = params or settings.params_file
     data = load_params(params_file).get("data") or {} if params_file.is_file() else {}
     return Path(FeedbackParams.from_mapping(data.get("feedback")).dir)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _database_url(settings: Settings) -> str:
@@ -188,16 +194,22 @@ def traffic(
         images_dir=images,
     )
     products = apply_drift(products, drifts, size=limit, seed=seed, surge_code=surge_code)
-    summary = simulate_traffic(
-        products,
-        url or _service_url(settings),
-        rate=rate,
-        max_seconds=max_seconds,
-        feedback_share=feedback_share,
-        api_key=_api_key(settings),
-        drift=drifts,
-        seed=seed,
-    )
+    # SIGTERM (a supervisor, or `kill` from a script whose background jobs ignore SIGINT)
+    # stops the replay like Ctrl+C: the summary of what was sent is still printed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = simulate_traffic(
+            products,
+            url or _service_url(settings),
+            rate=rate,
+            max_seconds=max_seconds,
+            feedback_share=feedback_share,
+            api_key=_api_key(settings),
+            drift=drifts,
+            seed=seed,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     console.print(summary.summary(), markup=False, soft_wrap=True)
     if summary_out is not None:
         summary_out.parent.mkdir(parents=True, exist_ok=True)
