@@ -49,15 +49,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _database_url(settings: Settings) -> str:
-    return str(getattr(settings, "database_url", "sqlite:///data/service/service.db"))
+    return settings.database_url
 
 
 def _service_url(settings: Settings) -> str:
-    return str(getattr(settings, "service_url", "http://127.0.0.1:8000"))
+    return settings.service_url
 
 
 def _api_key(settings: Settings) -> str | None:
-    secret = getattr(settings, "service_api_key", None)
+    secret = settings.service_api_key
     return secret.get_secret_value() if secret is not None else None
 
 
