@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps test test-fast lint format bench bench-api mlflow-ui clean lock
+.PHONY: help install run pipeline serve system-deps airflow-venv test test-fast lint format bench bench-api mlflow-ui clean lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,20 +50,23 @@ serve: install ## Serve the registry champion on 127.0.0.1:8000 in the foregroun
 system-deps: ## Install the system packages the tests start (PostgreSQL, redis, prometheus, chromium, nginx...)
 	bash scripts/install-system-deps.sh
 
-test: install system-deps ## Run the whole test suite (installs what it needs first)
+airflow-venv: ## Build .venv-airflow (Airflow and the DAGs' needs, apart from the service's venv)
+	bash scripts/airflow-venv.sh
+
+test: install system-deps airflow-venv ## Run the whole test suite (installs what it needs first)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## Run the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## Lint and type-check (ruff + mypy)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench orchestration
+	$(VENV)/bin/ruff format --check src tests bench orchestration
 	$(VENV)/bin/mypy
 
 format: install ## Format the code and fix what ruff can fix
-	$(VENV)/bin/ruff format src tests bench
-	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench orchestration
+	$(VENV)/bin/ruff check --fix src tests bench orchestration
 
 bench: install ## Benchmark quality and speed on the shared sample (prints numbers)
 	$(PY) bench/bench_classifier.py --source $(RAKUTEN_SOURCE)
