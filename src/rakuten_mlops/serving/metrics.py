@@ -96,6 +96,13 @@ class ServiceMetrics:
         )
         for result in ("success", "failure"):
             self.model_reloads.labels(result=result)
+        # Security
+        self.rate_limited = Counter(
+            "rakuten_rate_limited_total",
+            "Requests refused by a rate limit (429), by route template.",
+            ["route"],
+            registry=r,
+        )
 
     def export(self) -> bytes:
         """The text exposition format of every metric."""
