@@ -91,7 +91,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     with session_factory() as session:
         for variant, correct in crud.latest_feedback_outcomes(session):
             predictor.count_feedback(variant, correct)
-    app.state.metrics.feedback.clear()  # counters count this process's feedback only
+    for variant in ("champion", "challenger"):  # counters count this process's feedback
+        for correct in ("true", "false"):
+            app.state.metrics.feedback.labels(variant, correct).reset()
     recorder.start()
     app.state.batcher.start()
     start_reload(app)
