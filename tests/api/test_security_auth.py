@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -289,10 +290,15 @@ def test_passwords_and_tokens_never_returned_or_logged(
     texts.append(anonymous.get("/v1/admin/users", headers=admin).text)
     key = api_key_for(anonymous, "dora")
     texts.append(anonymous.get("/v1/model", headers={"X-API-Key": key}).text)
-    app_of(anonymous).state.recorder.flush()
     settings: Settings = app_of(anonymous).state.settings
     assert settings.log_file is not None
-    log_file = settings.log_file.read_text(encoding="utf-8")
+    # Log records are written by a listener thread, in order: wait for the last request's.
+    anonymous.get("/v1/model", headers={**admin, "X-Request-ID": "last-request"})
+    deadline = time.monotonic() + 10
+    log_file = ""
+    while '"request_id": "last-request"' not in log_file and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log_file = settings.log_file.read_text(encoding="utf-8")
     stdout = capsys.readouterr().out
     assert '"route": "/token"' in log_file  # the JSON log did record these requests
     for secret in (
