@@ -23,6 +23,7 @@ from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.serving.api.main import api_router
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.errors import add_exception_handlers
+from rakuten_mlops.serving.hardening import install_security, start_security, stop_security
 from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.middleware import RequestContextMiddleware
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=_lifespan,
     )
+    settings = install_security(app, settings)  # with the secrets generated for a dev run
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.batcher = batcher
@@ -93,6 +95,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.session_factory = session_factory
     app.state.recorder = recorder
     app.state.predictor = predictor
+    await asyncio.to_thread(start_security, app)  # first admin; refuses to start without one
     with session_factory() as session:
         predictor.restore_online_accuracy(crud.latest_feedback_outcomes(session))
     recorder.start()
@@ -111,6 +114,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await poller
         await app.state.batcher.stop()
         await asyncio.to_thread(recorder.close)
+        await stop_security(app)
         engine.dispose()
         logger.info("service stopped", extra={"records_written": recorder.written})
         stop_service_logging()

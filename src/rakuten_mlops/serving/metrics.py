@@ -103,6 +103,13 @@ class ServiceMetrics:
             self.needs_review.labels(variant)
             for correct in ("true", "false"):
                 self.feedback.labels(variant, correct)
+        # Security
+        self.rate_limited = Counter(
+            "rakuten_rate_limited_total",
+            "Requests refused by a rate limit (429), by route template.",
+            ["route"],
+            registry=r,
+        )
 
     def export(self) -> bytes:
         """The text exposition format of every metric."""
