@@ -88,7 +88,9 @@ def test_dockerignore_sends_code_and_pins_but_no_data_models_or_secrets() -> Non
                 sources = [s for s in value.split()[:-1] if not s.startswith("--")]
                 for source in sources:
                     assert any(
-                        source == a or source.startswith(a.removesuffix("**")) for a in allowed
+                        source in (a, a.removesuffix("/**"))
+                        or source.startswith(a.removesuffix("**"))
+                        for a in allowed
                     ), f"{dockerfile.name}: COPY {source} is excluded by .dockerignore"
 
 
