@@ -147,16 +147,18 @@ def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes] | Non
 
 
 def _pg_cluster_port() -> int:
+    """Port of the installed PostgreSQL cluster (15/main, else the first one), started if down."""
     out = subprocess.run(
         ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
     ).stdout
-    for line in out.splitlines():
-        version, cluster, port, status, *_ = line.split()
-        if (version, cluster) == (PG_VERSION, PG_CLUSTER):
-            if status != "online":
-                subprocess.run(["pg_ctlcluster", PG_VERSION, PG_CLUSTER, "start"], check=True)
-            return int(port)
-    raise StackError(f"PostgreSQL cluster {PG_VERSION}/{PG_CLUSTER} not found (pg_lsclusters)")
+    clusters = [line.split() for line in out.splitlines() if line.strip()]
+    if not clusters:
+        raise StackError("no PostgreSQL cluster (pg_lsclusters): apt-get install postgresql")
+    preferred = [c for c in clusters if (c[0], c[1]) == (PG_VERSION, PG_CLUSTER)]
+    version, cluster, port, status, *_ = (preferred or clusters)[0]
+    if status != "online":
+        subprocess.run(["pg_ctlcluster", version, cluster, "start"], check=True)
+    return int(port)
 
 
 def _psql(sql: str, port: int) -> None:

@@ -167,3 +167,21 @@ def test_compose_topology_profiles_health_checks_and_settings() -> None:
     )
     undocumented = _compose_variables() - documented - PENDING_SECURITY_SETTINGS
     assert not undocumented, f"compose settings missing from .env.example: {undocumented}"
+
+
+def test_workflows_are_valid_and_build_every_image() -> None:
+    workflows = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+    result = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows"]
+        + [str(w) for w in workflows],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    deploy = yaml.safe_load((REPO / ".github" / "workflows" / "deploy.yml").read_text())
+    roles = deploy["jobs"]["images"]["strategy"]["matrix"]["role"]
+    assert sorted(roles) == sorted(p.name.removesuffix(".Dockerfile") for p in DOCKERFILES)
+    build = next(s for s in deploy["jobs"]["images"]["steps"] if "build-push" in s.get("uses", ""))
+    assert "github.sha" in build["with"]["tags"]
+    assert "refs/heads/main" in build["with"]["push"]
