@@ -161,13 +161,36 @@ def _pg_cluster_port() -> int:
     return int(port)
 
 
-def _psql(sql: str, port: int) -> None:
-    command = ["psql", "-v", "ON_ERROR_STOP=1", "-q", "-p", str(port), "-d", "postgres", "-c", sql]
+def as_postgres() -> list[str]:
+    """Command prefix that runs a program as the `postgres` system user (peer auth)."""
     if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
-    result = subprocess.run(command, capture_output=True, text=True, check=False, cwd="/")
+        return ["runuser", "-u", "postgres", "--"]
+    return ["sudo", "-n", "-u", "postgres", "--"]
+
+
+def _psql(sql: str, port: int) -> str:
+    command = [*as_postgres(), "psql", "-v", "ON_ERROR_STOP=1", "-qtA", "-p", str(port)]
+    result = subprocess.run(
+        [*command, "-d", "postgres", "-c", sql],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+    )
     if result.returncode != 0:
         raise StackError(f"psql failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def stack_database_objects(stack: Stack) -> list[str]:
+    """Databases and roles of this stack still present in the cluster."""
+    pattern = f"rakuten_stack_{stack.suffix}%"
+    out = _psql(
+        f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}' "
+        f"UNION ALL SELECT rolname FROM pg_roles WHERE rolname LIKE '{pattern}'",
+        stack.pg_port,
+    )
+    return out.split()
 
 
 def _start(

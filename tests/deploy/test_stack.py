@@ -26,6 +26,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CONCURRENCY = 4
+ADMIN = ("stack-admin", "stack-admin-password-for-tests")
+# Settings of the security layer (issue 9); ignored by a service without it.
+SECURITY_ENV = {
+    "RAKUTEN_JWT_SECRET": "stack-test-jwt-secret-0123456789abcdef0123456789",
+    "RAKUTEN_ADMIN_USERNAME": ADMIN[0],
+    "RAKUTEN_ADMIN_PASSWORD": ADMIN[1],
+    # This test sends ~175 predictions in seconds: the limit is not what it checks.
+    "RAKUTEN_RATE_LIMIT_PREDICT": "100000/minute",
+}
 
 
 def load_stack_module() -> ModuleType:
@@ -48,13 +57,14 @@ def _processes_in_groups(pgids: set[int]) -> list[str]:
     ]
 
 
-def _databases(stack_module: ModuleType, pattern: str) -> str:
-    return subprocess.run(
-        ["runuser", "-u", "postgres", "--", "psql", "-tAc",
-         f"select datname from pg_database where datname like '{pattern}%' "
-         f"union all select rolname from pg_roles where rolname like '{pattern}%'"],
-        capture_output=True, text=True, check=True, cwd="/",
-    ).stdout.strip()  # fmt: skip
+def login(client: httpx.Client, url: str) -> None:
+    """Authenticate the client as the stack's admin when the service has `/token`."""
+    answer = client.post(
+        f"{url}/token", data={"username": ADMIN[0], "password": ADMIN[1]}, timeout=30
+    )
+    if answer.status_code != 404:  # 404: a service without the security layer
+        assert answer.status_code == 200, answer.text
+        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
 
 
 def predict(client: httpx.Client, url: str, title: str) -> httpx.Response:
@@ -67,15 +77,19 @@ def test_stack_serves_through_the_load_balancer_survives_a_replica_and_stops_cle
 ) -> None:
     stack_module = load_stack_module()
     run_dir = tmp_path / "stack"
-    stack = stack_module.up(run_dir, register=sample_model_dir, timeout_s=240)
+    stack = stack_module.up(
+        run_dir, register=sample_model_dir, extra_env=SECURITY_ENV, timeout_s=240
+    )
     pgids = {p.pid for p in stack.processes}
     names = {p.name for p in stack.processes}
     try:
         assert {p.name for p in stack.processes} == {
             "redis", "s3", "mlflow", "api-1", "api-2", "nginx", "prometheus",
         }  # fmt: skip
+        assert len(stack_module.stack_database_objects(stack)) == 3  # 2 databases + role
         lb = stack.urls["api"]
         with httpx.Client() as client:
+            login(client, lb)
             first = predict(client, lb, "Piscine tubulaire autoportante avec pompe de filtration")
             assert first.status_code == 200, first.text
             body = first.json()
@@ -134,4 +148,4 @@ def test_stack_serves_through_the_load_balancer_survives_a_replica_and_stops_cle
     assert set(stopped) == names
     assert _processes_in_groups(pgids) == []
     assert not run_dir.exists()
-    assert _databases(stack_module, f"rakuten_stack_{stack.suffix}") == ""
+    assert stack_module.stack_database_objects(stack) == []
