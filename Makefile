@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed
 # Where `make run` imports the labelled data from (official layout).
 RAKUTEN_SOURCE ?= ../shared/data/rakuten-sample
 PYTEST_ARGS ?=
+# Where `make run` / `make serve` put the prediction service.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install system-deps run test test-fast lint format bench mlflow-ui clean lock stack stack-down
+.PHONY: help install run pipeline serve system-deps test test-fast lint format bench bench-api mlflow-ui clean lock stack stack-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,12 +28,19 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and the package
 
-system-deps: ## Install the system packages the tests start (redis, prometheus, chromium, nginx...)
-	bash scripts/install-system-deps.sh
+run: pipeline serve ## Run the pipeline, then serve the champion on 127.0.0.1:8000 (foreground)
 
-run: install ## Run the whole pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
-	@test -d .git || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
+pipeline: install ## Run only the pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
+	@test -e .git || { echo "make pipeline needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+serve: install ## Serve the registry champion on 127.0.0.1:8000 in the foreground (Ctrl+C stops)
+	@echo "Prediction service: http://$(SERVE_HOST):$(SERVE_PORT)  (API docs: http://$(SERVE_HOST):$(SERVE_PORT)/docs)"
+	@echo "Example: curl -s -F 'designation=Télémaque - Je ne sais quoi de pur et de sublime' -F 'image=@$(RAKUTEN_SOURCE)/images/image_train/image_1000076039_product_580161.jpg' http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict"
+	$(CLI) serve --host $(SERVE_HOST) --port $(SERVE_PORT)
+
+system-deps: ## Install the system packages the tests start (redis, prometheus, chromium, nginx, PostgreSQL...)
+	bash scripts/install-system-deps.sh
 
 test: install system-deps ## Run the whole test suite (installs what it needs first)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -49,6 +59,9 @@ format: install ## Format the code and fix what ruff can fix
 
 bench: install ## Benchmark quality and speed on the shared sample (prints numbers)
 	$(PY) bench/bench_classifier.py --source $(RAKUTEN_SOURCE)
+
+bench-api: install ## Benchmark the prediction service against `mlflow models serve` (prints a table)
+	$(PY) bench/bench_api.py --source $(RAKUTEN_SOURCE)
 
 stack: install system-deps ## Start the production topology as local processes (STACK_MODEL=models/classifier to serve it)
 	$(PY) deploy/local/stack.py up $(if $(STACK_MODEL),--register-model $(STACK_MODEL))

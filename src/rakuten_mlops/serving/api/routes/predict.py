@@ -92,7 +92,7 @@ async def predict(
     image: Annotated[UploadFile | None, File(description="Product photo (JPEG or PNG).")] = None,
 ) -> PredictionResponse:
     """Classify one product: code, category, confidence, top-3, review flag, model, timing."""
-    if not designation.strip():
+    if not designation.replace("\x00", "").strip():
         raise invalid("designation", "must not be blank")
     image_bytes: bytes | None = None
     if image is not None:
