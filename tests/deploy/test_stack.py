@@ -5,9 +5,11 @@ tracking server, two `rakuten-mlops serve` replicas behind nginx, and Prometheus
 model trained on the sample is registered into that MLflow and served through the load
 balancer; one replica is killed mid-traffic; `down` leaves no process, database or file.
 
-Shared rate limits across the replicas (issue 9) plug in here once the security branch
-lands: with RAKUTEN_RATE_LIMIT_PREDICT=5/minute in `extra_env`, alternate requests between
-`api-1` and `api-2` directly and assert the 6th answers 429 with `Retry-After`.
+Once the service has the security layer (issue 9: `POST /token`), the test logs in and
+checks that the rate limit is shared by the two replicas through Redis: token requests
+alternated between `api-1` and `api-2` get a 429 with `Retry-After` after TOKEN_LIMIT in
+all, not TOKEN_LIMIT per replica. Without `/token` (service branch alone) that part has
+nothing to check.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ SECURITY_ENV = {
     "RAKUTEN_ADMIN_PASSWORD": ADMIN[1],
     # This test sends ~175 predictions in seconds: the limit is not what it checks.
     "RAKUTEN_RATE_LIMIT_PREDICT": "100000/minute",
+    "RAKUTEN_RATE_LIMIT_TOKEN": "4/minute",
 }
+TOKEN_LIMIT = 4
 
 
 def load_stack_module() -> ModuleType:
@@ -57,14 +61,33 @@ def _processes_in_groups(pgids: set[int]) -> list[str]:
     ]
 
 
-def login(client: httpx.Client, url: str) -> None:
-    """Authenticate the client as the stack's admin when the service has `/token`."""
-    answer = client.post(
+def request_token(client: httpx.Client, url: str) -> httpx.Response:
+    return client.post(
         f"{url}/token", data={"username": ADMIN[0], "password": ADMIN[1]}, timeout=30
     )
-    if answer.status_code != 404:  # 404: a service without the security layer
+
+
+def login(client: httpx.Client, url: str) -> bool:
+    """Authenticate the client as the stack's admin; False when the service has no `/token`."""
+    answer = request_token(client, url)
+    if answer.status_code == 404:  # a service without the security layer
+        return False
+    assert answer.status_code == 200, answer.text
+    client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+    return True
+
+
+def assert_rate_limit_shared(client: httpx.Client, replicas: list[str], used: int) -> None:
+    """Token requests alternated between replicas hit one limit (Redis), not one each."""
+    granted = used
+    for i in range(2 * TOKEN_LIMIT):
+        answer = request_token(client, replicas[i % len(replicas)])
+        if answer.status_code == 429:
+            assert "Retry-After" in answer.headers
+            break
         assert answer.status_code == 200, answer.text
-        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        granted += 1
+    assert granted == TOKEN_LIMIT, f"{granted} tokens granted across the replicas"
 
 
 def predict(client: httpx.Client, url: str, title: str) -> httpx.Response:
@@ -89,7 +112,9 @@ def test_stack_serves_through_the_load_balancer_survives_a_replica_and_stops_cle
         assert len(stack_module.stack_database_objects(stack)) == 3  # 2 databases + role
         lb = stack.urls["api"]
         with httpx.Client() as client:
-            login(client, lb)
+            secured = login(client, lb)
+            if secured:
+                assert_rate_limit_shared(client, [stack.urls["api-1"], stack.urls["api-2"]], used=1)
             first = predict(client, lb, "Piscine tubulaire autoportante avec pompe de filtration")
             assert first.status_code == 200, first.text
             body = first.json()
