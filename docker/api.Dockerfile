@@ -34,7 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     RAKUTEN_SERVE_HOST=0.0.0.0 \
     RAKUTEN_SERVE_PORT=8000 \
     RAKUTEN_LOG_FILE= \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/.cache
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8000
