@@ -129,13 +129,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait until `url` answers 2xx (or the process dies, or time runs out)."""
+def wait_http(
+    url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, log: str = ""
+) -> None:
+    """Wait until `url` answers 2xx (or the process dies, or time runs out).
+
+    Raises:
+        StackError: naming the URL, with the end of the process's log when given.
+    """
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise StackError(f"{url}: the process exited with code {process.returncode}")
+            raise StackError(
+                f"{url}: the process exited with code {process.returncode}{_log_tail(log)}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if 200 <= response.status < 300:
@@ -143,7 +151,14 @@ def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes] | Non
         except (urllib.error.URLError, OSError) as exc:
             last = str(exc)
         time.sleep(0.3)
-    raise StackError(f"{url} not answering after {timeout_s:.0f} s ({last})")
+    raise StackError(f"{url} not answering after {timeout_s:.0f} s ({last}){_log_tail(log)}")
+
+
+def _log_tail(log: str, lines: int = 25) -> str:
+    if not log or not Path(log).is_file():
+        return ""
+    tail = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    return f"\n--- last lines of {log}:\n" + "\n".join(tail)
 
 
 def _pg_cluster_port() -> int:
@@ -193,6 +208,16 @@ def stack_database_objects(stack: Stack) -> list[str]:
     return out.split()
 
 
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without inherited RAKUTEN_* / MLFLOW_* settings, plus `extra`.
+
+    The stack's processes get exactly the settings the stack gives them, whatever the
+    calling shell (or test session) exported.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
+    return {**base, **(extra or {})}
+
+
 def _start(
     stack: Stack,
     name: str,
@@ -208,7 +233,7 @@ def _start(
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=clean_env(env),
             cwd=stack.run_dir,
             start_new_session=True,
         )
@@ -306,7 +331,7 @@ def register_model(stack: Stack, model_dir: Path, model_name: str) -> str:
         [sys.executable, "-c", code, str(model_dir.resolve()), model_name],
         capture_output=True,
         text=True,
-        env={**os.environ, **env},
+        env=clean_env(env),
         check=False,
     )
     if result.returncode != 0:
@@ -400,7 +425,7 @@ def _start_all(
         env={**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": stack.urls["s3"]},
     )  # fmt: skip
     stack.urls["mlflow"] = f"http://{HOST}:{mlflow_port}"
-    wait_http(f"{stack.urls['mlflow']}/health", timeout_s, mlflow)
+    wait_http(f"{stack.urls['mlflow']}/health", timeout_s, mlflow, stack.process("mlflow").log)
     if register is not None:
         register_model(stack, register, model_name)
 
@@ -417,7 +442,7 @@ def _start_all(
     # Migrate once before the replicas start, so that they never race on an empty database.
     migrate = subprocess.run(
         [str(BIN / "rakuten-mlops"), "db", "upgrade"],
-        env={**os.environ, **api_env},
+        env=clean_env(api_env),
         cwd=stack.run_dir,
         capture_output=True,
         text=True,
@@ -471,7 +496,8 @@ def _start_all(
         else:
             wait_http(f"{stack.urls['prometheus']}/-/ready", 60, process)
     for i, api in enumerate(apis, start=1):
-        wait_http(f"{stack.urls[f'api-{i}']}/ready", timeout_s, api)
+        log = stack.process(f"api-{i}").log
+        wait_http(f"{stack.urls[f'api-{i}']}/ready", timeout_s, api, log)
 
 
 def _boto_credentials() -> dict[str, str]:

@@ -101,7 +101,7 @@ def test_stack_serves_through_the_load_balancer_survives_a_replica_and_stops_cle
     stack_module = load_stack_module()
     run_dir = tmp_path / "stack"
     stack = stack_module.up(
-        run_dir, register=sample_model_dir, extra_env=SECURITY_ENV, timeout_s=240
+        run_dir, register=sample_model_dir, extra_env=SECURITY_ENV, timeout_s=420
     )
     pgids = {p.pid for p in stack.processes}
     names = {p.name for p in stack.processes}
