@@ -76,7 +76,8 @@ def score(
     if images is not None and not images.is_dir():
         raise DataError(f"--images {images}: directory not found")
     inputs = resolve_inputs(input_)
-    set_tracking_uri(settings)
+    if "://" in model or model.startswith(("models:", "runs:")):
+        set_tracking_uri(settings)  # a local model directory needs no tracking store
     if engine is Engine.local:
         import torch
 
