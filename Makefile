@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps airflow-venv test test-fast lint format bench bench-api mlflow-ui clean lock
+.PHONY: help install run pipeline serve system-deps airflow-venv test test-fast lint format bench bench-api mlflow-ui clean lock stack stack-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,19 +62,25 @@ test-fast: install ## Run the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## Lint and type-check (ruff + mypy)
-	$(VENV)/bin/ruff check src tests bench orchestration
-	$(VENV)/bin/ruff format --check src tests bench orchestration
+	$(VENV)/bin/ruff check src tests bench orchestration deploy
+	$(VENV)/bin/ruff format --check src tests bench orchestration deploy
 	$(VENV)/bin/mypy
 
 format: install ## Format the code and fix what ruff can fix
-	$(VENV)/bin/ruff format src tests bench orchestration
-	$(VENV)/bin/ruff check --fix src tests bench orchestration
+	$(VENV)/bin/ruff format src tests bench orchestration deploy
+	$(VENV)/bin/ruff check --fix src tests bench orchestration deploy
 
 bench: install ## Benchmark quality and speed on the shared sample (prints numbers)
 	$(PY) bench/bench_classifier.py --source $(RAKUTEN_SOURCE)
 
 bench-api: install ## Benchmark the prediction service against `mlflow models serve` (prints a table)
 	$(PY) bench/bench_api.py --source $(RAKUTEN_SOURCE)
+
+stack: install system-deps ## Start the production topology as local processes (STACK_MODEL=models/classifier to serve it)
+	$(PY) deploy/local/stack.py up $(if $(STACK_MODEL),--register-model $(STACK_MODEL))
+
+stack-down: ## Stop every process `make stack` started and drop its databases
+	$(PY) deploy/local/stack.py down
 
 mlflow-ui: install ## Start the MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow/mlflow.db}" --host 127.0.0.1 --port 5000 --workers 1

@@ -14,6 +14,7 @@ DEFAULT_PACKAGES=(
   haproxy
   openjdk-17-jre-headless # Spark batch scoring
   postgresql-15           # service DB and MLflow backend on PostgreSQL
+  docker-compose          # `docker-compose config` validates compose.yaml (no engine needed)
 )
 packages=("$@")
 [ ${#packages[@]} -gt 0 ] || packages=("${DEFAULT_PACKAGES[@]}")

@@ -30,8 +30,19 @@ def sample_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep tests away from the developer's MLflow store and cached settings."""
+    import mlflow
+    import mlflow.tracking.fluent
+
     from rakuten_mlops.config import get_settings
 
+    # MLflow keeps the last tracking/registry URI and experiment of the process in globals
+    # and exported variables (`set_tracking_uri`, `set_experiment`): start every test from
+    # none of them, so that the environment below is what MLflow uses.
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    for name in ("MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("RAKUTEN_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
     get_settings.cache_clear()

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         """`RAKUTEN_LOG_FILE=` (empty) means "none", not the current directory."""
         return None if isinstance(value, str) and not value.strip() else value
 
+    # Deployment
+    # Spark master of `score --engine spark` ("" = the one spark-submit configured).
+    spark_master: str = "local[2]"
+    # Partitions scored by Spark (0 = the cluster's default parallelism).
+    spark_partitions: int = Field(default=0, ge=0)
+    # torch threads per Spark Python worker (match spark.task.cpus).
+    spark_task_threads: int = Field(default=1, ge=0)
+
     def tracking_uri(self) -> str:
         """The MLflow tracking URI in force (`MLFLOW_TRACKING_URI` first)."""
         return os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_tracking_uri

@@ -10,6 +10,7 @@ from rakuten_mlops.cli.continuous import register_continuous_commands
 from rakuten_mlops.cli.data import data_app
 from rakuten_mlops.cli.model import register_model_commands
 from rakuten_mlops.cli.registry import registry_app
+from rakuten_mlops.cli.score import register_score_command
 from rakuten_mlops.cli.service import register_service_commands
 from rakuten_mlops.cli.users import register_users_commands
 
@@ -26,6 +27,7 @@ app.add_typer(registry_app, name="registry")
 register_service_commands(app)
 register_continuous_commands(app)
 register_users_commands(app)
+register_score_command(app)
 
 
 def _version(value: bool) -> None:
