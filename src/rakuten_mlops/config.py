@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rakuten_mlops.errors import RakutenError
@@ -65,6 +65,36 @@ class Settings(BaseSettings):
 
     # CPU threads for torch and BLAS (0 = library default).
     num_threads: int = Field(default=0, ge=0)
+
+    # Prediction service
+    database_url: str = "sqlite:///data/service/service.db"
+    serve_model: str = "models:/rakuten-product-classifier@champion"
+    # Empty: the `challenger` alias of the served registered model (none for a directory).
+    serve_challenger_model: str = ""
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(default=8000, ge=1, le=65535)
+    serve_workers: int = Field(default=1, ge=1)
+    review_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    challenger_mode: Literal["off", "split", "shadow"] = "off"
+    challenger_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    reload_poll_s: float = Field(default=0.0, ge=0.0)
+    batch_max_items: int = Field(default=64, ge=1)
+    max_image_bytes: int = Field(default=10 * 1024**2, ge=1)
+    microbatch_max_size: int = Field(default=64, ge=1)
+    microbatch_max_wait_ms: float = Field(default=5.0, ge=0.0)
+    record_flush_ms: float = Field(default=200.0, gt=0.0)
+    record_batch_size: int = Field(default=256, ge=1)
+    log_file: Path | None = Path("logs/service.log")
+    log_title_chars: int = Field(default=80, ge=0)
+    image_store_dir: Path | None = None
+    service_url: str = "http://127.0.0.1:8000"
+    service_api_key: SecretStr | None = None
+
+    @field_validator("log_file", "image_store_dir", "service_api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """`RAKUTEN_LOG_FILE=` (empty) means "none", not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI in force (`MLFLOW_TRACKING_URI` first)."""

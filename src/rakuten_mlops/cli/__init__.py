@@ -9,6 +9,7 @@ from rakuten_mlops.cli._common import configure_logging
 from rakuten_mlops.cli.data import data_app
 from rakuten_mlops.cli.model import register_model_commands
 from rakuten_mlops.cli.registry import registry_app
+from rakuten_mlops.cli.service import register_service_commands
 
 app = typer.Typer(
     name="rakuten-mlops",
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 register_model_commands(app)
 app.add_typer(registry_app, name="registry")
+register_service_commands(app)
 
 
 def _version(value: bool) -> None:

@@ -17,12 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from rakuten_mlops.data.schema import OUTPUT_COLUMNS, image_filename
 from rakuten_mlops.errors import DataError, ModelError, RakutenError
+from rakuten_mlops.inference.model_io import (
+    NOTE_DESIGNATION_FROM_DESCRIPTION,
+    NOTE_IMAGE_ONLY,
+    NOTE_NO_INPUT,
+    build_model_input,
+    check_model_output,
+    resolve_notes,
+)
 
 if TYPE_CHECKING:
     from rakuten_mlops.models.pyfunc import PredictFn
@@ -33,9 +40,15 @@ logger = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("designation",)
 IMAGE_ID_COLUMNS = ("productid", "imageid")
 NOTE_COLUMN = "note"
-NOTE_DESIGNATION_FROM_DESCRIPTION = "empty designation: predicted from the description"
-NOTE_IMAGE_ONLY = "no text: predicted from the image only"
-NOTE_NO_INPUT = "no text and no image: low-information prediction"
+__all__ = [
+    "NOTE_COLUMN",
+    "NOTE_DESIGNATION_FROM_DESCRIPTION",
+    "NOTE_IMAGE_ONLY",
+    "NOTE_NO_INPUT",
+    "build_batch_input",
+    "predict_chunk",
+    "predict_csv",
+]
 DEFAULT_CHUNK_SIZE = 5000
 
 
@@ -101,26 +114,12 @@ def build_batch_input(
     "" otherwise (text-only prediction). A corrupt image is the model's business: it falls
     back to text.
     """
-    designation = _text_column(chunk, "designation")
-    description = _text_column(chunk, "description")
-    image_paths = _image_paths(chunk, images_dir)
-    empty_title = designation.str.strip().eq("")
-    has_description = description.str.strip().ne("")
-    has_path = pd.Series([bool(p) for p in image_paths], index=chunk.index)
-    notes = np.where(
-        empty_title & has_description,
-        NOTE_DESIGNATION_FROM_DESCRIPTION,
-        np.where(empty_title & has_path, NOTE_IMAGE_ONLY, np.where(empty_title, NOTE_NO_INPUT, "")),
-    ).tolist()
-    model_input = pd.DataFrame(
-        {
-            "designation": designation.where(~empty_title, description),
-            "description": description,
-            "image_path": image_paths,
-        },
+    return build_model_input(
+        _text_column(chunk, "designation").tolist(),
+        _text_column(chunk, "description").tolist(),
+        image_paths=_image_paths(chunk, images_dir),
         index=chunk.index,
     )
-    return model_input, [str(note) for note in notes]
 
 
 def predict_csv(
@@ -219,22 +218,10 @@ def predict_chunk(
         raise ModelError(
             f"the model failed on data rows {first_row + 1}-{last}: {type(exc).__name__}: {exc}"
         ) from exc
-    if len(predictions) != len(chunk):
-        raise ModelError(
-            f"the model returned {len(predictions)} rows for {len(chunk)} input rows "
-            f"(data rows {first_row + 1}-{first_row + len(chunk)})"
-        )
-    missing = [c for c in OUTPUT_COLUMNS if c not in predictions.columns]
-    if missing:
-        raise ModelError(f"the model output lacks column(s) {', '.join(missing)}")
-    output = predictions.loc[:, list(OUTPUT_COLUMNS)].copy()
+    rows = f"data rows {first_row + 1}-{first_row + len(chunk)}"
+    output = check_model_output(predictions, len(chunk), rows).copy()
     output.index = chunk.index
-    # An image that exists but does not decode leaves nothing to predict from.
-    used_image = output["has_image"].astype(bool).tolist()
-    output[NOTE_COLUMN] = [
-        NOTE_NO_INPUT if note == NOTE_IMAGE_ONLY and not used else note
-        for note, used in zip(notes, used_image, strict=True)
-    ]
+    output[NOTE_COLUMN] = resolve_notes(notes, output["has_image"].astype(bool).tolist())
     return output
 
 

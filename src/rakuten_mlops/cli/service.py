@@ -1,0 +1,149 @@
+"""`rakuten-mlops serve | db upgrade | abtest report`: run the prediction service, migrate
+its database, compare champion and challenger on feedback."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rakuten_mlops.cli._common import console, handle_errors
+from rakuten_mlops.config import get_settings
+from rakuten_mlops.errors import DataError, ModelError
+
+db_app = typer.Typer(
+    help="Service database (SQLite or PostgreSQL): migrations.", no_args_is_help=True
+)
+abtest_app = typer.Typer(help="Champion / challenger comparison on feedback.", no_args_is_help=True)
+
+
+def register_service_commands(app: typer.Typer) -> None:
+    """Add `serve`, `db` and `abtest` to the root app."""
+    app.command("serve")(serve)
+    app.add_typer(db_app, name="db")
+    app.add_typer(abtest_app, name="abtest")
+
+
+@handle_errors
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model directory or MLflow URI (default: RAKUTEN_SERVE_MODEL, "
+            "models:/rakuten-product-classifier@champion)."
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).", min=1, max=65535)] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default 1).", min=1)
+    ] = None,
+) -> None:
+    """Start the prediction service (uvicorn) with the model loaded once per worker."""
+    import uvicorn
+
+    from rakuten_mlops.db.migrate import upgrade_database
+
+    settings = get_settings()
+    # Workers build their own settings from the environment: pass the options that way.
+    if model is not None:
+        os.environ["RAKUTEN_SERVE_MODEL"] = model
+    uri = model or settings.serve_model
+    if (
+        "://" not in uri
+        and not uri.startswith(("models:", "runs:"))
+        and not (Path(uri) / "MLmodel").is_file()
+    ):
+        raise ModelError(f"no MLflow model at {uri}: MLmodel file not found")
+    host = host or settings.serve_host
+    port = port or settings.serve_port
+    workers = workers or settings.serve_workers
+    upgrade_database(settings.database_url)  # once, before the workers start
+    console.print(
+        f"serving {uri} on http://{host}:{port} ({workers} worker(s)); docs at "
+        f"http://{host}:{port}/docs",
+        highlight=False,
+        soft_wrap=True,
+    )
+    uvicorn.run(
+        "rakuten_mlops.serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply the migrations to RAKUTEN_DATABASE_URL (created when missing)."""
+    from rakuten_mlops.db.migrate import upgrade_database
+
+    url = get_settings().database_url
+    reached = upgrade_database(url, revision)
+    console.print(f"service database at revision {reached}: {_safe_url(url)}", highlight=False)
+
+
+@abtest_app.command("report")
+@handle_errors
+def abtest_report(
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only predictions since: a duration (7d, 12h) or an ISO date."),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples.", min=100)] = 1000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
+) -> None:
+    """Compare champion and challenger on feedback: accuracy, weighted F1 (CI), agreement,
+    latency, and whether the difference is significant."""
+    from rakuten_mlops.db import crud
+    from rakuten_mlops.db.session import make_engine, make_session_factory
+    from rakuten_mlops.evaluation.abtest import compare_variants
+
+    engine = make_engine(get_settings().database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            rows = crud.predictions_with_feedback(session, _parse_since(since))
+    finally:
+        engine.dispose()
+    report = compare_variants(rows, n_bootstrap=bootstrap)
+    console.print(report.summary(), highlight=False, soft_wrap=True)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+        console.print(f"written: {json_out}")
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if text[-1] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise DataError(
+            f"--since: expected a duration like 7d / 12h or an ISO date, got {text!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid URL>"

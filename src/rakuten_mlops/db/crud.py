@@ -1,0 +1,118 @@
+"""Small data-access functions of the prediction service (predictions, feedback)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from rakuten_mlops.db.models import Feedback, Prediction
+
+
+@dataclass(frozen=True)
+class PredictionFilters:
+    """Filters of the prediction list (None: no filter)."""
+
+    needs_review: bool | None = None
+    prdtypecode: int | None = None
+    variant: str | None = None
+    since: datetime | None = None
+    include_shadow: bool = False
+    username: str | None = None
+
+
+def get_prediction(session: Session, prediction_id: str) -> Prediction | None:
+    """The prediction with this id, None when unknown."""
+    return session.get(Prediction, prediction_id)
+
+
+def _filtered(statement: Select[Any], filters: PredictionFilters) -> Select[Any]:
+    if not filters.include_shadow:
+        statement = statement.where(Prediction.shadow.is_(False))
+    if filters.needs_review is not None:
+        statement = statement.where(Prediction.needs_review.is_(filters.needs_review))
+    if filters.prdtypecode is not None:
+        statement = statement.where(Prediction.prdtypecode == filters.prdtypecode)
+    if filters.variant is not None:
+        statement = statement.where(Prediction.variant == filters.variant)
+    if filters.since is not None:
+        statement = statement.where(Prediction.created_at >= filters.since)
+    if filters.username is not None:
+        statement = statement.where(Prediction.username == filters.username)
+    return statement
+
+
+def list_predictions(
+    session: Session, filters: PredictionFilters, *, limit: int = 50, offset: int = 0
+) -> tuple[Sequence[Prediction], int]:
+    """A page of predictions, newest first, and the total that match the filters."""
+    total = session.scalar(_filtered(select(func.count()).select_from(Prediction), filters)) or 0
+    rows = session.scalars(
+        _filtered(select(Prediction), filters)
+        .order_by(Prediction.created_at.desc(), Prediction.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return rows, int(total)
+
+
+def add_feedback(
+    session: Session, prediction_id: str, prdtypecode: int, username: str | None
+) -> Feedback:
+    """Store the correct code of a prediction (flushed; the caller commits)."""
+    feedback = Feedback(prediction_id=prediction_id, prdtypecode=prdtypecode, username=username)
+    session.add(feedback)
+    session.flush()
+    return feedback
+
+
+def latest_feedback_outcomes(session: Session, limit: int = 500) -> list[tuple[str, bool]]:
+    """(variant, correct) of the latest feedback rows, oldest first (online accuracy)."""
+    rows = session.execute(
+        select(Prediction.variant, Prediction.prdtypecode, Feedback.prdtypecode)
+        .join(Feedback, Feedback.prediction_id == Prediction.id)
+        .order_by(Feedback.id.desc())
+        .limit(limit)
+    ).all()
+    return [(str(variant), int(pred) == int(true)) for variant, pred, true in reversed(rows)]
+
+
+def predictions_with_feedback(
+    session: Session, since: datetime | None = None
+) -> list[dict[str, object]]:
+    """Every prediction (shadow ones too) with its latest feedback code (None without)."""
+    latest = (
+        select(Feedback.prediction_id, func.max(Feedback.id).label("feedback_id"))
+        .group_by(Feedback.prediction_id)
+        .subquery()
+    )
+    statement = (
+        select(Prediction, Feedback.prdtypecode)
+        .outerjoin(latest, latest.c.prediction_id == Prediction.id)
+        .outerjoin(Feedback, Feedback.id == latest.c.feedback_id)
+    )
+    if since is not None:
+        statement = statement.where(Prediction.created_at >= since)
+    out: list[dict[str, object]] = []
+    for prediction, label in session.execute(statement).all():
+        out.append(
+            {
+                "id": prediction.id,
+                "request_id": prediction.request_id,
+                "productid": prediction.productid,
+                "designation": prediction.designation,
+                "variant": prediction.variant,
+                "shadow": prediction.shadow,
+                "model_version": prediction.model_version,
+                "prdtypecode": prediction.prdtypecode,
+                "confidence": prediction.confidence,
+                "latency_ms": prediction.latency_ms,
+                "created_at": prediction.created_at,
+                "label": label,
+            }
+        )
+    return out

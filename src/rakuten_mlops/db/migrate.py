@@ -1,0 +1,49 @@
+"""Apply the Alembic migrations of the service database (`rakuten-mlops db upgrade`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.exc import SQLAlchemyError
+
+from rakuten_mlops.db.session import DatabaseError, make_engine, normalize_url
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration built in code: scripts in `db/migrations`, the given URL."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+    # `%` is ConfigParser interpolation: escape it (passwords may contain it).
+    config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade_database(url: str, revision: str = "head") -> str | None:
+    """Migrate the database at `url` to `revision`; returns the revision reached.
+
+    Raises:
+        DatabaseError: the database cannot be reached or a migration fails.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+        return current_revision_of(engine)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot migrate the service database: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def current_revision_of(engine: object) -> str | None:
+    """The Alembic revision the database is at (None before the first migration)."""
+    with engine.connect() as connection:  # type: ignore[attr-defined]
+        return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,1 @@
+"""Alembic environment of the service database (configured in code, no alembic.ini)."""

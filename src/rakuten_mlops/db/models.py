@@ -1,0 +1,66 @@
+"""Tables of the service database (every area adds its classes here)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from rakuten_mlops.db.base import Base
+
+
+def new_prediction_id() -> str:
+    """A prediction id: a uuid4 in hex (32 characters)."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Prediction(Base):
+    """One answered (or shadow) prediction, with its input text (never the image bytes)."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_prediction_id)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    productid: Mapped[str | None] = mapped_column(String(64))
+    imageid: Mapped[str | None] = mapped_column(String(64))
+    designation: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    has_image: Mapped[bool] = mapped_column(Boolean, default=False)
+    image_sha256: Mapped[str | None] = mapped_column(String(64))
+    image_path: Mapped[str | None] = mapped_column(Text)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    model_alias: Mapped[str | None] = mapped_column(String(64))
+    variant: Mapped[str] = mapped_column(String(16), default="champion", index=True)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    prdtypecode: Mapped[int] = mapped_column(Integer, index=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    top3: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    username: Mapped[str | None] = mapped_column(String(150))
+
+
+class Feedback(Base):
+    """The correct code of a prediction, given by a reviewer."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("predictions.id", ondelete="CASCADE"), index=True
+    )
+    prdtypecode: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str | None] = mapped_column(String(150))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,1 @@
+"""HTTP API of the service: one router module per concern under `routes/`."""

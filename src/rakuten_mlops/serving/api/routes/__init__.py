@@ -1,0 +1,1 @@
+"""Routers: predict, feedback, predictions, model, admin, health."""

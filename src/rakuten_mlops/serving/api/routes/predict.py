@@ -1,0 +1,204 @@
+"""Classify one product (multipart, with an optional image file) or a batch (JSON)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, File, Form, HTTPException, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from rakuten_mlops.serving.deps import CurrentPrincipal, PredictorDep, SettingsDep
+from rakuten_mlops.serving.errors import validation_errors
+from rakuten_mlops.serving.logs import request_id_var
+from rakuten_mlops.serving.predictor import PredictionOut, ProductIn
+from rakuten_mlops.serving.schemas import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_ID_CHARS,
+    MAX_TITLE_CHARS,
+    BatchItemResult,
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    FieldError,
+    ModelRef,
+    PredictionResponse,
+    ProductItem,
+    TimingOut,
+    TopClassOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": ErrorResponse, "description": "Image or batch too large."},
+    422: {"model": ErrorResponse, "description": "Invalid input; `errors` names the fields."},
+    503: {"model": ErrorResponse, "description": "No model loaded yet."},
+}
+
+
+def invalid(field: str, message: str) -> RequestValidationError:
+    """A 422 naming `field`, in the same shape as FastAPI's own validation errors."""
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
+def to_response(out: PredictionOut) -> PredictionResponse:
+    """The API answer of one prediction."""
+    item = out.item
+    return PredictionResponse(
+        prediction_id=out.prediction_id,
+        prdtypecode=item.prdtypecode,
+        category=item.category,
+        confidence=item.confidence,
+        top3=[TopClassOut(code=t.code, name=t.name, probability=t.probability) for t in item.top3],
+        needs_review=out.needs_review,
+        has_image=item.has_image,
+        note=item.note,
+        model=ModelRef(
+            name=out.model.name,
+            version=out.model.version,
+            alias=out.model.alias,
+            variant=out.model.variant,
+        ),
+        timing=TimingOut(
+            total_ms=round(out.latency_ms, 3),
+            model_ms=round(out.model_ms, 3),
+            batch_size=out.batch_size,
+        ),
+    )
+
+
+@router.post("/predict", response_model=PredictionResponse, responses=ERROR_RESPONSES)
+async def predict(
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+    background: BackgroundTasks,
+    designation: Annotated[
+        str,
+        Form(
+            max_length=MAX_TITLE_CHARS,
+            description="Product title (French).",
+            examples=["Piscine tubulaire ronde 3,66 x 0,76 m"],
+        ),
+    ],
+    description: Annotated[
+        str | None,
+        Form(max_length=MAX_DESCRIPTION_CHARS, examples=["Livrée avec pompe de filtration"]),
+    ] = None,
+    productid: Annotated[str | None, Form(max_length=MAX_ID_CHARS, examples=["278535884"])] = None,
+    imageid: Annotated[str | None, Form(max_length=MAX_ID_CHARS, examples=["1245644185"])] = None,
+    image: Annotated[UploadFile | None, File(description="Product photo (JPEG or PNG).")] = None,
+) -> PredictionResponse:
+    """Classify one product: code, category, confidence, top-3, review flag, model, timing."""
+    if not designation.strip():
+        raise invalid("designation", "must not be blank")
+    image_bytes: bytes | None = None
+    if image is not None:
+        if image.size is not None and image.size > settings.max_image_bytes:
+            raise _too_large("image", image.size, settings.max_image_bytes)
+        image_bytes = await image.read()
+        if len(image_bytes) > settings.max_image_bytes:
+            raise _too_large("image", len(image_bytes), settings.max_image_bytes)
+        image_bytes = image_bytes or None  # an empty file part: no image chosen
+    product = ProductIn(
+        designation=designation,
+        description=description or "",
+        productid=productid or None,
+        imageid=imageid or None,
+        image_bytes=image_bytes,
+    )
+    request_id = request_id_var.get()
+    (out,) = await predictor.predict([product], request_id=request_id, username=principal.username)
+    if predictor.shadow_model() is not None:
+        background.add_task(
+            predictor.predict_shadow, [product], request_id=request_id, username=principal.username
+        )
+    return to_response(out)
+
+
+@router.post("/predict/batch", response_model=BatchResponse, responses=ERROR_RESPONSES)
+async def predict_batch(
+    body: BatchRequest,
+    predictor: PredictorDep,
+    settings: SettingsDep,
+    principal: CurrentPrincipal,
+    background: BackgroundTasks,
+) -> BatchResponse:
+    """Classify up to RAKUTEN_BATCH_MAX_ITEMS products; a bad item gets an error entry."""
+    if len(body.items) > settings.batch_max_items:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"items: {len(body.items)} products, at most {settings.batch_max_items} "
+            "per batch (RAKUTEN_BATCH_MAX_ITEMS)",
+        )
+    results: list[BatchItemResult] = []
+    valid: list[tuple[int, ProductIn]] = []
+    for index, raw in enumerate(body.items):
+        product, errors = _batch_product(index, raw, settings.max_image_bytes)
+        if product is None:
+            results.append(BatchItemResult(index=index, ok=False, errors=errors))
+        else:
+            results.append(BatchItemResult(index=index, ok=True))
+            valid.append((index, product))
+    request_id = request_id_var.get()
+    products = [product for _, product in valid]
+    if products:
+        outs = await predictor.predict(products, request_id=request_id, username=principal.username)
+        for (index, _), out in zip(valid, outs, strict=True):
+            results[index].prediction = to_response(out)
+        if predictor.shadow_model() is not None:
+            background.add_task(
+                predictor.predict_shadow,
+                products,
+                request_id=request_id,
+                username=principal.username,
+            )
+    return BatchResponse(results=results, succeeded=len(valid), failed=len(results) - len(valid))
+
+
+def _batch_product(
+    index: int, raw: dict[str, object], max_image_bytes: int
+) -> tuple[ProductIn | None, list[FieldError]]:
+    prefix = f"items[{index}]"
+    try:
+        item = ProductItem.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            FieldError(
+                field=f"{prefix}.{e['field']}" if e["field"] else prefix, message=e["message"]
+            )
+            for e in validation_errors(exc.errors())
+        ]
+        return None, errors
+    image_bytes: bytes | None = None
+    if item.image_base64:
+        try:
+            image_bytes = base64.b64decode(item.image_base64, validate=True)
+        except (binascii.Error, ValueError):
+            return None, [FieldError(field=f"{prefix}.image_base64", message="not valid base64")]
+        if len(image_bytes) > max_image_bytes:
+            return None, [
+                FieldError(
+                    field=f"{prefix}.image_base64",
+                    message=f"image of {len(image_bytes)} bytes, at most {max_image_bytes}",
+                )
+            ]
+    return (
+        ProductIn(
+            designation=item.designation,
+            description=item.description or "",
+            productid=item.productid,
+            imageid=item.imageid,
+            image_bytes=image_bytes or None,
+        ),
+        [],
+    )
+
+
+def _too_large(field: str, size: int, limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"{field}: {size} bytes, at most {limit} (RAKUTEN_MAX_IMAGE_BYTES)",
+    )

@@ -1,0 +1,123 @@
+"""The FastAPI application factory: `create_app(settings)`; the lifespan loads the model.
+
+Start-up migrates the database, starts the record writer and the micro-batcher, and loads
+the models in the background (`/ready` answers 503 until then); shutdown finishes queued
+predictions and writes every record before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from rakuten_mlops import __version__
+from rakuten_mlops.config import Settings, get_settings
+from rakuten_mlops.db import crud
+from rakuten_mlops.db.migrate import upgrade_database
+from rakuten_mlops.db.session import make_engine, make_session_factory
+from rakuten_mlops.serving.api.main import api_router
+from rakuten_mlops.serving.batcher import MicroBatcher
+from rakuten_mlops.serving.errors import add_exception_handlers
+from rakuten_mlops.serving.logs import configure_service_logging
+from rakuten_mlops.serving.metrics import ServiceMetrics
+from rakuten_mlops.serving.middleware import RequestContextMiddleware
+from rakuten_mlops.serving.model_manager import ModelManager
+from rakuten_mlops.serving.predictor import PredictionService
+from rakuten_mlops.serving.recorder import PredictionRecorder
+from rakuten_mlops.serving.reloading import poll_registry, start_reload
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Classifies Rakuten France products (French title, optional description and image) into the
+27 product type codes, records every prediction, takes reviewers' corrections, and serves
+champion / challenger models from the MLflow registry.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service application (nothing is loaded until the lifespan starts)."""
+    settings = settings or get_settings()
+    metrics = ServiceMetrics()
+    batcher = MicroBatcher(settings.microbatch_max_size, settings.microbatch_max_wait_ms / 1000)
+    models = ModelManager(settings)
+    models.add_listener(lambda manager, ok: _update_model_metrics(manager, ok, metrics))
+
+    app = FastAPI(
+        title="Rakuten product classification service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.batcher = batcher
+    app.state.models = models
+    app.state.background = set()
+    add_exception_handlers(app)
+    app.include_router(api_router)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, batcher=batcher)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    configure_service_logging(settings.log_level, settings.log_file)
+    await asyncio.to_thread(upgrade_database, settings.database_url)
+    engine = make_engine(settings.database_url)
+    session_factory = make_session_factory(engine)
+    recorder = PredictionRecorder(
+        session_factory,
+        flush_interval_s=settings.record_flush_ms / 1000,
+        batch_size=settings.record_batch_size,
+        image_store_dir=settings.image_store_dir,
+    )
+    predictor = PredictionService(
+        settings, app.state.models, app.state.batcher, recorder, app.state.metrics
+    )
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.recorder = recorder
+    app.state.predictor = predictor
+    with session_factory() as session:
+        for variant, correct in crud.latest_feedback_outcomes(session):
+            predictor.count_feedback(variant, correct)
+    app.state.metrics.feedback.clear()  # counters count this process's feedback only
+    recorder.start()
+    app.state.batcher.start()
+    start_reload(app)
+    poller = None
+    if settings.reload_poll_s > 0:
+        poller = asyncio.create_task(poll_registry(app, settings.reload_poll_s))
+    logger.info("service started", extra={"model": settings.serve_model, "version": __version__})
+    try:
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        await app.state.batcher.stop()
+        await asyncio.to_thread(recorder.close)
+        engine.dispose()
+        logger.info("service stopped", extra={"records_written": recorder.written})
+
+
+def _update_model_metrics(manager: ModelManager, succeeded: bool, metrics: ServiceMetrics) -> None:
+    metrics.model_reloads.labels("success" if succeeded else "failure").inc()
+    if not succeeded:
+        return
+    metrics.model_info.clear()
+    for model in (manager.champion, manager.challenger):
+        if model is None:
+            continue
+        metrics.model_info.labels(
+            model.variant, model.name, model.version or "", model.alias or "", model.run_id or ""
+        ).set(1)
+        metrics.model_loaded_timestamp.labels(model.variant).set(model.loaded_at.timestamp())

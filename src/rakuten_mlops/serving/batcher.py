@@ -1,0 +1,155 @@
+"""Micro-batching: concurrent requests share model calls, run in a thread off the event loop.
+
+Requests put their items on a queue and await a future. One worker task takes what is
+queued, waits a bounded time for more only while other prediction requests are in flight
+(a lone request is never delayed), runs one model call per model in a dedicated thread, and
+resolves every future. While the model runs, new requests queue up for the next call: the
+busier the service, the bigger the batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from rakuten_mlops.inference.model_io import (
+    ItemPrediction,
+    build_model_input,
+    check_model_output,
+    read_predictions,
+)
+from rakuten_mlops.serving.model_manager import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelItem:
+    """What the model needs of one product."""
+
+    designation: str
+    description: str = ""
+    image_bytes: bytes | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The predictions of a job and how long the model call that made them took."""
+
+    predictions: list[ItemPrediction]
+    model_seconds: float
+    batch_size: int
+
+
+@dataclass
+class _Job:
+    model: LoadedModel
+    items: list[ModelItem]
+    future: asyncio.Future[BatchResult]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Groups the items of concurrent requests into shared model calls."""
+
+    def __init__(self, max_size: int = 64, max_wait_s: float = 0.005) -> None:
+        self.max_size = max_size
+        self.max_wait_s = max_wait_s
+        # Prediction requests in flight (counted by the middleware): how many may still come.
+        self.inflight = 0
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    def start(self) -> None:
+        """Start the worker on the running loop."""
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        """Finish the queued jobs, then stop the worker and the model thread."""
+        if self._queue is not None and self._worker is not None:
+            await self._queue.join()
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=True)
+
+    async def predict(self, model: LoadedModel, items: list[ModelItem]) -> BatchResult:
+        """Predict `items` with `model`, sharing the call with concurrent requests."""
+        if self._queue is None:
+            raise RuntimeError("the micro-batcher is not started")
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(model, items, future))
+        return await future
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            jobs = [await queue.get()]
+            size = len(jobs[0].items)
+            deadline = time.perf_counter() + self.max_wait_s
+            while size < self.max_size:
+                if queue.empty():
+                    # Others are on their way (parsing their request): wait for them, bounded.
+                    waiting = self.inflight > sum(1 for _ in jobs)
+                    remaining = deadline - time.perf_counter()
+                    if not waiting or remaining <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                else:
+                    job = queue.get_nowait()
+                jobs.append(job)
+                size += len(job.items)
+            try:
+                await self._run_jobs(jobs)
+            finally:
+                for _ in jobs:
+                    queue.task_done()
+
+    async def _run_jobs(self, jobs: list[_Job]) -> None:
+        by_model: dict[int, list[_Job]] = {}
+        for job in jobs:
+            by_model.setdefault(id(job.model), []).append(job)
+        loop = asyncio.get_running_loop()
+        for group in by_model.values():
+            items = [item for job in group for item in job.items]
+            try:
+                predictions, seconds = await loop.run_in_executor(
+                    self._executor, _predict_items, group[0].model, items
+                )
+            except Exception as exc:
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            start = 0
+            for job in group:
+                part = predictions[start : start + len(job.items)]
+                start += len(job.items)
+                if not job.future.done():
+                    job.future.set_result(BatchResult(part, seconds, len(items)))
+
+
+def _predict_items(
+    model: LoadedModel, items: list[ModelItem]
+) -> tuple[list[ItemPrediction], float]:
+    """One model call for `items` (runs in the model thread)."""
+    with_bytes = any(item.image_bytes for item in items)
+    frame, notes = build_model_input(
+        [item.designation for item in items],
+        [item.description for item in items],
+        image_bytes=[item.image_bytes for item in items] if with_bytes else None,
+    )
+    t0 = time.perf_counter()
+    output = model.predict(frame)
+    seconds = time.perf_counter() - t0
+    return read_predictions(check_model_output(output, len(items)), notes), seconds

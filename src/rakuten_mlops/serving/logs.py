@@ -1,0 +1,78 @@
+"""Structured JSON logs: one object per line, with the request id of the current request.
+
+Titles are truncated and image bytes never reach a log line (the service only logs sizes
+and hashes). Logs go to stdout and, when `RAKUTEN_LOG_FILE` is set, to a rotating file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import Any
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+_HANDLER_TAG = "_rakuten_service_handler"
+# LogRecord attributes that are not user-supplied `extra` fields.
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object: time, level, logger, message, request id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id:
+            payload["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                payload[key] = value if not isinstance(value, bytes) else f"<{len(value)} bytes>"
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+def truncate(text: str | None, limit: int) -> str:
+    """`text` cut to `limit` characters (with an ellipsis) for logs."""
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def configure_service_logging(level: str = "INFO", log_file: Path | None = None) -> None:
+    """JSON logs on stdout (and a rotating file) for the service; replaces earlier ones."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        # Ours from an earlier app, or the CLI's plain stderr handler (not pytest's capture).
+        if getattr(handler, _HANDLER_TAG, False) or type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+            handler.close()
+    formatter = JsonFormatter()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            RotatingFileHandler(log_file, maxBytes=20 * 1024**2, backupCount=5, encoding="utf-8")
+        )
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        setattr(handler, _HANDLER_TAG, True)
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Our middleware logs every request once, with its request id: no second access log.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True

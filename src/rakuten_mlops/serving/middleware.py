@@ -1,0 +1,96 @@
+"""Pure ASGI middleware: request id, one JSON log line and the HTTP metrics per request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rakuten_mlops.serving.batcher import MicroBatcher
+from rakuten_mlops.serving.logs import request_id_var
+from rakuten_mlops.serving.metrics import ServiceMetrics
+
+logger = logging.getLogger("rakuten_mlops.serving.access")
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_QUIET_ROUTES = {"/metrics", "/health", "/ready"}
+
+
+class RequestContextMiddleware:
+    """Tags each request with an id (kept from `X-Request-ID` when sane), logs and counts it."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, batcher: MicroBatcher) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.batcher = batcher
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        start = time.perf_counter()
+        status_code = 500
+        predicting = scope["path"].startswith("/v1/predict")
+        if predicting:
+            self.batcher.inflight += 1
+        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if predicting:
+                self.batcher.inflight -= 1
+            elapsed = time.perf_counter() - start
+            route = _route_template(scope)
+            method = scope["method"]
+            self.metrics.http_requests.labels(method, route, str(status_code)).inc()
+            self.metrics.http_duration.labels(method, route).observe(elapsed)
+            if route not in _QUIET_ROUTES or status_code >= 400:
+                logger.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "path": scope["path"],
+                        "status": status_code,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "model_version": _model_version(scope),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER.encode():
+            text = value.decode("latin-1")
+            return text if _VALID_REQUEST_ID.match(text) else None
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template (`/v1/predict`), never the raw path (label cardinality)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+def _model_version(scope: Scope) -> Any:
+    app = scope.get("app")
+    models = getattr(getattr(app, "state", None), "models", None)
+    champion = getattr(models, "champion", None)
+    return getattr(champion, "version", None)

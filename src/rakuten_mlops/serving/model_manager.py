@@ -1,0 +1,287 @@
+"""The models in service: load champion (and challenger), reload in the background, swap.
+
+A `LoadedModel` is immutable; a request takes the current one at its start and finishes on
+it, so a swap (one attribute assignment under a lock) never disturbs in-flight requests. A
+failed load leaves the models in service as they were and records why.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from rakuten_mlops.config import Settings
+from rakuten_mlops.errors import ModelError, RakutenError
+from rakuten_mlops.models.pyfunc import PredictFn
+
+logger = logging.getLogger(__name__)
+
+Variant = Literal["champion", "challenger"]
+_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)$")
+_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+_WARMUP = pd.DataFrame({"designation": ["warm up"], "description": [""]})
+
+
+class ModelNotReadyError(RakutenError):
+    """No model is loaded yet (the service answers 503)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to predict, with what is known of where it comes from."""
+
+    variant: Variant
+    uri: str
+    name: str
+    version: str | None
+    alias: str | None
+    run_id: str | None
+    loaded_at: datetime
+    predict: PredictFn = field(repr=False, compare=False)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReloadStatus:
+    """The state of the latest (or running) reload."""
+
+    state: Literal["idle", "running", "succeeded", "failed"] = "idle"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    champion_version: str | None = None
+    challenger_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model URI points to, resolved against the registry when it is an alias."""
+
+    uri: str
+    load_uri: str
+    name: str
+    version: str | None
+    alias: str | None
+    run_id: str | None
+    metrics: dict[str, float]
+
+
+def challenger_uri(settings: Settings) -> str | None:
+    """The challenger's URI: the setting, else the `challenger` alias of a registry URI."""
+    if settings.serve_challenger_model:
+        return settings.serve_challenger_model
+    match = _ALIAS_URI.match(settings.serve_model)
+    return f"models:/{match['name']}@challenger" if match else None
+
+
+def resolve_source(uri: str, settings: Settings) -> ModelSource:
+    """Pin a model URI: an alias becomes the version it points to now.
+
+    Raises:
+        ModelError: the alias or version does not exist, the registry is unreachable.
+    """
+    alias_match, version_match = _ALIAS_URI.match(uri), _VERSION_URI.match(uri)
+    if alias_match or version_match:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from rakuten_mlops.tracking import set_tracking_uri
+
+        set_tracking_uri(settings)
+        client = MlflowClient()
+        match = alias_match or version_match
+        assert match is not None
+        name = match["name"]
+        try:
+            if alias_match:
+                mv = client.get_model_version_by_alias(name, alias_match["alias"])
+            else:
+                mv = client.get_model_version(name, match["version"])
+        except MlflowException as exc:
+            raise ModelError(f"cannot resolve {uri} in the registry: {exc.message}") from exc
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                metrics = {k: float(v) for k, v in client.get_run(mv.run_id).data.metrics.items()}
+            except MlflowException:
+                metrics = {}
+        return ModelSource(
+            uri=uri,
+            load_uri=f"models:/{name}/{mv.version}",
+            name=name,
+            version=str(mv.version),
+            alias=alias_match["alias"] if alias_match else None,
+            run_id=mv.run_id or None,
+            metrics=metrics,
+        )
+    local = Path(uri)
+    run_id: str | None = None
+    if (local / "MLmodel").is_file():
+        from mlflow.models import Model
+
+        run_id = Model.load(str(local)).run_id
+        name = local.resolve().name
+    else:
+        name = uri
+    return ModelSource(
+        uri=uri, load_uri=uri, name=name, version=None, alias=None, run_id=run_id, metrics={}
+    )
+
+
+def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
+    """Resolve, load and warm up one model.
+
+    Raises:
+        ModelError: it cannot be found, loaded or does not predict.
+    """
+    from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
+
+    source = resolve_source(uri, settings)
+    pyfunc_model = load_pyfunc_model(source.load_uri)
+    predict = as_predict_fn(pyfunc_model)
+    try:
+        predict(_WARMUP)
+    except Exception as exc:  # a model that cannot predict must not replace a working one
+        raise ModelError(f"{uri} loaded but fails to predict: {type(exc).__name__}: {exc}") from exc
+    return LoadedModel(
+        variant=variant,
+        uri=uri,
+        name=source.name,
+        version=source.version,
+        alias=source.alias,
+        run_id=source.run_id,
+        loaded_at=datetime.now(UTC),
+        predict=predict,
+        metrics=source.metrics,
+    )
+
+
+class ModelManager:
+    """Holds the champion and challenger in service and replaces them safely."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.champion: LoadedModel | None = None
+        self.challenger: LoadedModel | None = None
+        self.status = ReloadStatus()
+        self._reload_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._listeners: list[Callable[[ModelManager, bool], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """Whether a champion is loaded."""
+        return self.champion is not None
+
+    @property
+    def challenger_enabled(self) -> bool:
+        """Whether the challenger mode asks for a challenger."""
+        return self.settings.challenger_mode != "off"
+
+    def add_listener(self, listener: Callable[[ModelManager, bool], None]) -> None:
+        """Call `listener(manager, succeeded)` after every reload attempt."""
+        self._listeners.append(listener)
+
+    def reload(self) -> ReloadStatus:
+        """Load the configured models and swap them in (blocking; one reload at a time).
+
+        When a reload is already running this returns its status at once.
+        """
+        if not self._reload_lock.acquire(blocking=False):
+            return self.status
+        try:
+            started = datetime.now(UTC)
+            self.status = ReloadStatus(state="running", started_at=started)
+            t0 = time.perf_counter()
+            try:
+                champion, challenger = self._load_all()
+            except RakutenError as exc:
+                self.status = ReloadStatus(
+                    state="failed",
+                    started_at=started,
+                    finished_at=datetime.now(UTC),
+                    error=str(exc),
+                )
+                logger.error(
+                    "model reload failed; the models in service are kept", extra={"error": str(exc)}
+                )
+                self._notify(False)
+                return self.status
+            with self._swap_lock:
+                self.champion, self.challenger = champion, challenger
+            self.status = ReloadStatus(
+                state="succeeded",
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                champion_version=champion.version,
+                challenger_version=challenger.version if challenger else None,
+            )
+            logger.info(
+                "models loaded",
+                extra={
+                    "champion": champion.uri,
+                    "champion_version": champion.version,
+                    "challenger_version": challenger.version if challenger else None,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                },
+            )
+            self._notify(True)
+            return self.status
+        finally:
+            self._reload_lock.release()
+
+    def _load_all(self) -> tuple[LoadedModel, LoadedModel | None]:
+        champion = load_model(self.settings.serve_model, "champion", self.settings)
+        challenger: LoadedModel | None = None
+        uri = challenger_uri(self.settings) if self.challenger_enabled else None
+        if uri is not None:
+            try:
+                source = resolve_source(uri, self.settings)
+            except ModelError as exc:
+                logger.warning("no challenger in service", extra={"reason": str(exc)})
+                return champion, None
+            if source.version is not None and source.version == champion.version:
+                # The same version under both aliases: share the loaded model.
+                challenger = replace(champion, variant="challenger", alias=source.alias, uri=uri)
+            else:
+                challenger = load_model(uri, "challenger", self.settings)
+        return champion, challenger
+
+    def alias_moved(self) -> bool:
+        """Whether the registry aliases now point elsewhere than the loaded versions."""
+        current = self.champion
+        if current is None:
+            return True
+        if current.alias is None:
+            return False
+        try:
+            if resolve_source(self.settings.serve_model, self.settings).version != current.version:
+                return True
+            uri = challenger_uri(self.settings) if self.challenger_enabled else None
+            if uri is None:
+                return False
+            try:
+                version = resolve_source(uri, self.settings).version
+            except ModelError:
+                version = None
+            loaded = self.challenger.version if self.challenger else None
+            return version != loaded
+        except ModelError as exc:
+            logger.warning("cannot check the registry aliases", extra={"reason": str(exc)})
+            return False
+
+    def _notify(self, succeeded: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self, succeeded)
+            except Exception:
+                logger.exception("reload listener failed")
