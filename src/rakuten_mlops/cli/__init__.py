@@ -8,6 +8,7 @@ from rakuten_mlops import __version__
 from rakuten_mlops.cli._common import configure_logging
 from rakuten_mlops.cli.data import data_app
 from rakuten_mlops.cli.model import register_model_commands
+from rakuten_mlops.cli.monitoring import monitor_app
 from rakuten_mlops.cli.registry import registry_app
 from rakuten_mlops.cli.service import register_service_commands
 
@@ -22,6 +23,7 @@ app.add_typer(data_app, name="data")
 register_model_commands(app)
 app.add_typer(registry_app, name="registry")
 register_service_commands(app)
+app.add_typer(monitor_app, name="monitor")
 
 
 def _version(value: bool) -> None:

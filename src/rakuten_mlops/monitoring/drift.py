@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,7 @@ LEARNED_COLUMNS = ("title_oov_rate", "description_oov_rate", PREDICTED_CLASS, CO
 
 _WORD_RE = re.compile(r"\w+")
 _DIGIT_RE = re.compile(r"\d")
+_LETTER_RE = re.compile(r"[^\W\d_]")
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,13 @@ class DriftResult:
 
 def tokenize_words(text: str) -> list[str]:
     """Lower-case, accent-free words of a text, as the model's vocabularies store them."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return _WORD_RE.findall("".join(ch for ch in decomposed if not unicodedata.combining(ch)))
+    return [_fold_word(word) for word in _WORD_RE.findall(text.casefold())]
+
+
+@lru_cache(maxsize=200_000)
+def _fold_word(word: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def vocabulary_from_texts(texts: Iterable[str], min_count: int = 2) -> frozenset[str]:
@@ -175,23 +182,42 @@ def text_descriptors(
     rows = []
     for value in texts:
         text = value if isinstance(value, str) else ""
-        words = tokenize_words(text)
-        letters = [ch for ch in text if ch.isalpha()]
-        oov = math.nan
-        if vocabulary is not None:
-            oov = sum(word not in vocabulary for word in words) / len(words) if words else 0.0
+        words = _WORD_RE.findall(text)
+        letters = len(_LETTER_RE.findall(text))
         rows.append(
             (
                 "yes" if not text.strip() else "no",
                 float(len(text)),
                 float(len(words)),
                 len(_DIGIT_RE.findall(text)) / len(text) if text else 0.0,
-                sum(ch.isupper() for ch in letters) / len(letters) if letters else 0.0,
-                oov,
+                _count_upper(text) / letters if letters else 0.0,
             )
         )
     columns = [f"{prefix}_{name}" for name in TEXT_DESCRIPTORS]
-    return pd.DataFrame.from_records(rows, columns=columns) if rows else _empty(columns)
+    frame = pd.DataFrame.from_records(rows, columns=columns[:-1]) if rows else _empty(columns[:-1])
+    frame[columns[-1]] = oov_rates(texts, vocabulary) if len(frame) else []
+    return frame
+
+
+def oov_rates(texts: Sequence[str], vocabulary: Set[str] | None) -> np.ndarray:
+    """Share of each text's words outside `vocabulary` (0 for no word; NaN without one)."""
+    if vocabulary is None:
+        return np.full(len(texts), np.nan)
+    rates = np.zeros(len(texts))
+    for i, value in enumerate(texts):
+        words = tokenize_words(value) if isinstance(value, str) else []
+        if words:
+            rates[i] = sum(word not in vocabulary for word in words) / len(words)
+    return rates
+
+
+def _count_upper(text: str) -> int:
+    """Characters that lower-casing changes (capitals), counted without a Python loop."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few characters expand when lower-cased
+        return sum(ch.isupper() for ch in text)
+    original = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    return int((original != np.frombuffer(lowered.encode("utf-32-le"), dtype=np.uint32)).sum())
 
 
 def describe_products(products: pd.DataFrame, vocabulary: Set[str] | None) -> pd.DataFrame:
@@ -271,9 +297,13 @@ def reference_descriptors(
             _all_texts(reference[half == 1]), options.vocabulary_min_count
         )
         described = describe_products(reference, vocab_a)
-        other = describe_products(reference[half == 0], vocab_b)
-        for column in ("title_oov_rate", "description_oov_rate"):
-            described.loc[np.flatnonzero(half == 0), column] = other[column].to_numpy()
+        first = reference[half == 0]
+        rows = np.flatnonzero(half == 0)
+        described.loc[rows, "title_oov_rate"] = oov_rates(_texts(first["designation"]), vocab_b)
+        if "description" in first.columns:
+            described.loc[rows, "description_oov_rate"] = oov_rates(
+                _texts(first["description"]), vocab_b
+            )
         current_vocabulary = vocab_a
     else:
         described = describe_products(reference, vocabulary)

@@ -5,7 +5,7 @@ source. A custom collector reads the service database when Prometheus scrapes, a
 once per `cache_s` seconds (scrapes are frequent, the numbers change daily or per label):
 
     from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
-    register_monitoring_metrics(engine, registry)   # once, when the app starts
+    register_monitoring_metrics(engine, registry, settings)   # once, when the app starts
 
 Metric names (team contract): `rakuten_drift_detected`, `rakuten_drift_share`,
 `rakuten_drift_column_score{column}`, `rakuten_drift_last_run_timestamp_seconds`,
@@ -32,6 +32,8 @@ from rakuten_mlops.monitoring.quality import QualityRow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+
+    from rakuten_mlops.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -170,22 +172,35 @@ def _families() -> list[GaugeMetricFamily]:
 def register_monitoring_metrics(
     engine: Engine,
     registry: CollectorRegistry = REGISTRY,
+    settings: Settings | None = None,
     *,
-    cache_s: float = DEFAULT_CACHE_S,
-    quality_window: timedelta = DEFAULT_QUALITY_WINDOW,
+    cache_s: float | None = None,
+    quality_window: timedelta | None = None,
 ) -> MonitoringCollector:
     """Register the monitoring gauges, read from the service database, on `registry`.
 
     Args:
         engine: the service database (the one `serve` writes predictions to).
         registry: the registry `/metrics` serves.
+        settings: gives `monitoring_cache_s` and `quality_window_days` when the next two
+            are not given.
         cache_s: seconds between two reads of the database.
         quality_window: the rolling window of the online quality.
     """
     from rakuten_mlops.monitoring.runs import load_monitoring_state
 
+    if cache_s is None:
+        cache_s = settings.monitoring_cache_s if settings is not None else DEFAULT_CACHE_S
+    if quality_window is None:
+        quality_window = (
+            timedelta(days=settings.quality_window_days)
+            if settings is not None
+            else DEFAULT_QUALITY_WINDOW
+        )
+    window = quality_window
+
     collector = MonitoringCollector(
-        lambda: load_monitoring_state(engine, quality_window=quality_window), cache_s=cache_s
+        lambda: load_monitoring_state(engine, quality_window=window), cache_s=cache_s
     )
     registry.register(collector)
     return collector

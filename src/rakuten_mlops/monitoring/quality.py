@@ -25,6 +25,7 @@ from sklearn.metrics import f1_score
 RECORD_COLUMNS = (
     "prediction_id",
     "request_id",
+    "productid",
     "designation",
     "variant",
     "model_version",
@@ -90,21 +91,16 @@ def propagate_labels_to_shadow(records: pd.DataFrame) -> pd.DataFrame:
     """Give silent challenger predictions the label of the answered prediction.
 
     Feedback names the prediction the client received; the shadow prediction made for the
-    same product in the same request (same `request_id` and `designation`) gets its label.
+    same product in the same request (same `request_id`, `productid` and `designation`, the
+    pairing of `abtest report`) gets its label.
     """
     records = records.copy()
     shadow = records["shadow"].fillna(False).astype(bool)
     if not shadow.any():
         return records
     answered = records.loc[~shadow & records["true_code"].notna()]
-    labels = (
-        answered.drop_duplicates(["request_id", "designation"], keep="last")
-        .set_index(["request_id", "designation"])["true_code"]
-        .to_dict()
-    )
-    keys = list(
-        zip(records.loc[shadow, "request_id"], records.loc[shadow, "designation"], strict=True)
-    )
+    labels = {_pair_key(row): row["true_code"] for row in answered.to_dict("records")}
+    keys = [_pair_key(row) for row in records.loc[shadow].to_dict("records")]
     found = [labels.get(key) for key in keys]
     current = records.loc[shadow, "true_code"].tolist()
     records.loc[shadow, "true_code"] = [
@@ -113,9 +109,7 @@ def propagate_labels_to_shadow(records: pd.DataFrame) -> pd.DataFrame:
     return records
 
 
-def online_quality(
-    records: pd.DataFrame, *, n_boot: int = 200, seed: int = 0
-) -> list[QualityRow]:
+def online_quality(records: pd.DataFrame, *, n_boot: int = 200, seed: int = 0) -> list[QualityRow]:
     """Quality per (model version, variant), most predictions first.
 
     Args:
@@ -177,6 +171,38 @@ def _quality_of_group(
     )
 
 
+def with_window_totals(rows: list[QualityRow], aggregates: pd.DataFrame) -> list[QualityRow]:
+    """Quality rows whose prediction counts and expected accuracy cover the whole window.
+
+    `rows` come from `online_quality` on the labelled predictions only (cheap); `aggregates`
+    has, per `model_version`, `variant`, `shadow`: `predictions` and `mean_confidence` over
+    every prediction of the window. Groups without any label get a row too.
+    """
+    by_key = {(row.model_version, row.variant): row for row in rows}
+    out: list[QualityRow] = []
+    for record in aggregates.to_dict("records"):
+        variant = str(record["variant"] or "champion")
+        if bool(record["shadow"]):
+            variant += " (shadow)"
+        key = (str(record["model_version"] or "unknown"), variant)
+        mean = record["mean_confidence"]
+        expected = None if mean is None or _is_nan(mean) else float(mean)
+        base = by_key.pop(key, None)
+        if base is None:
+            base = QualityRow(key[0], key[1], 0, 0, *([None] * 8))
+        out.append(
+            QualityRow(
+                **{
+                    **asdict(base),
+                    "predictions": int(record["predictions"]),
+                    "expected_accuracy": expected,
+                }
+            )
+        )
+    out.extend(by_key.values())
+    return sorted(out, key=lambda row: (-row.predictions, row.model_version, row.variant))
+
+
 def format_quality(rows: list[QualityRow]) -> str:
     """A text table of `online_quality` rows (for the CLI)."""
     if not rows:
@@ -211,6 +237,10 @@ def _fmt(value: float | None) -> str:
 def _mean_or_none(values: pd.Series) -> float | None:
     values = values.dropna()
     return float(values.mean()) if len(values) else None
+
+
+def _pair_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    return (str(row.get("request_id")), str(row.get("productid")), str(row.get("designation")))
 
 
 def _is_nan(value: object) -> bool:
