@@ -60,14 +60,24 @@ def drift(
     the `rakuten_drift_detected` gauge); non-zero only when the check cannot run.
     """
     from rakuten_mlops.db.migrate import upgrade_database
+    from rakuten_mlops.monitoring.drift import NotEnoughRowsError
     from rakuten_mlops.monitoring.runs import resolve_window, run_drift_check
 
     settings = get_settings()
     window = resolve_window(since, start, end)
     upgrade_database(settings.database_url)
-    check = run_drift_check(
-        settings, window, reference_split=reference, model_uri=model, out_dir=out_dir
-    )
+    try:
+        check = run_drift_check(
+            settings, window, reference_split=reference, model_uri=model, out_dir=out_dir
+        )
+    except NotEnoughRowsError as exc:
+        # Not an error: a quiet day is not a failed check (the scheduler goes on).
+        if as_json:
+            payload = {"status": "not_enough_rows", "message": str(exc), "dataset_drift": False}
+            typer.echo(json.dumps(payload, indent=2))
+        else:
+            console.print(f"no drift check: {exc}", highlight=False, soft_wrap=True)
+        return
     summary = check.summary
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))

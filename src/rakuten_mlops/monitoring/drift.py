@@ -346,11 +346,7 @@ def compare_to_reference(
             reference.
     """
     options = options or DriftOptions()
-    if len(current) < options.min_rows:
-        raise NotEnoughRowsError(
-            f"only {len(current)} prediction(s) in the window, at least {options.min_rows} are "
-            "needed for a drift check: widen the window (--since) or wait for more traffic"
-        )
+    check_enough_rows(len(current), options.min_rows)
     if len(reference) == 0:
         raise NotEnoughRowsError("the reference has no products")
     reference_frame, current_vocabulary = reference_descriptors(
@@ -367,6 +363,15 @@ def compare_to_reference(
         window=window,
     )
     return DriftResult(snapshot, summary, current_frame, reference_frame)
+
+
+def check_enough_rows(rows: int, min_rows: int) -> None:
+    """Raise `NotEnoughRowsError` when a window has fewer than `min_rows` predictions."""
+    if rows < min_rows:
+        raise NotEnoughRowsError(
+            f"only {rows} prediction(s) in the window, at least {min_rows} are needed for a "
+            "drift check: widen the window (--since) or wait for more traffic"
+        )
 
 
 def comparable_columns(current: pd.DataFrame, reference: pd.DataFrame) -> list[str]:

@@ -30,6 +30,7 @@ from rakuten_mlops.monitoring.drift import (
     CONFIDENCE,
     PREDICTED_CLASS,
     DriftOptions,
+    check_enough_rows,
     compare_to_reference,
     vocabulary_from_model,
 )
@@ -209,6 +210,7 @@ def run_drift_check(
     engine = make_engine(settings.database_url)
     try:
         current = _read(engine, lambda s: crud_monitoring.production_inputs(s, *window))
+        check_enough_rows(len(current), settings.drift_min_rows)
         reference = load_reference(settings.processed_dir, reference_split)
         vocabulary = heldout = None
         model_version = None
@@ -235,6 +237,7 @@ def run_drift_check(
             window=window,
         )
         summary = {
+            "status": "ok",
             **result.summary,
             "created_at": datetime.now(UTC).isoformat(),
             "reference": {
