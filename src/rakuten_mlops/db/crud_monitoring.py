@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import Select, and_, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.db.models import DriftRun, Feedback, Prediction
+from rakuten_mlops.db.session import DatabaseError, make_session_factory
 
 # Columns of `production_inputs` (what the drift check compares with the reference).
 INPUT_COLUMNS = (
@@ -138,3 +142,20 @@ def latest_drift_run(session: Session) -> DriftRun | None:
     """The most recent drift run, or None."""
     statement = select(DriftRun).order_by(DriftRun.created_at.desc(), DriftRun.id.desc()).limit(1)
     return session.execute(statement).scalar_one_or_none()
+
+
+def read_database(engine: Engine, work: Callable[[Session], Any], *, commit: bool = False) -> Any:
+    """Run `work(session)`; database errors become one clear `DatabaseError`."""
+    factory = make_session_factory(engine)
+    try:
+        with factory() as session:
+            value = work(session)
+            if commit:
+                session.commit()
+            return value
+    except SQLAlchemyError as exc:
+        message = str(exc.orig if hasattr(exc, "orig") and exc.orig else exc).splitlines()[0]
+        raise DatabaseError(
+            f"service database {engine.url.render_as_string(hide_password=True)}: {message} "
+            "(run `rakuten-mlops db upgrade` first?)"
+        ) from exc

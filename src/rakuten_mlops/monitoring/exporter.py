@@ -22,13 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
-from rakuten_mlops.monitoring.quality import QualityRow
+from rakuten_mlops.db import crud_monitoring
+from rakuten_mlops.monitoring.quality import QualityRow, online_quality, with_window_totals
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_S = 30.0
+# `drift.PREDICTED_CLASS`, not imported: the service must not load Evidently.
+_CLASS_COLUMN = "predicted_class"
 DEFAULT_QUALITY_WINDOW = timedelta(days=7)
 
 
@@ -169,6 +172,39 @@ def _families() -> list[GaugeMetricFamily]:
     ]
 
 
+def load_monitoring_state(engine: Engine, *, quality_window: timedelta) -> MonitoringState:
+    """The latest drift run and the rolling quality (point estimates), for the exporter."""
+    end = datetime.now(UTC)
+    start = end - quality_window
+
+    def read(session: Any) -> MonitoringState:
+        run = crud_monitoring.latest_drift_run(session)
+        labelled = crud_monitoring.labelled_predictions(session, start, end, labelled_only=True)
+        aggregates = crud_monitoring.prediction_aggregates(session, start, end)
+        quality = with_window_totals(online_quality(labelled, n_boot=0), aggregates)
+        drift = None
+        if run is not None:
+            created = (
+                run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
+            )
+            classes = (run.summary or {}).get("columns", {}).get(_CLASS_COLUMN, {})
+            shares = classes.get("reference") if isinstance(classes, dict) else None
+            drift = LatestDrift(
+                created_at=created.timestamp(),
+                dataset_drift=bool(run.dataset_drift),
+                drift_share=float(run.drift_share),
+                column_scores={k: float(v) for k, v in (run.column_scores or {}).items()},
+                reference_class_shares=(
+                    {str(k): float(v) for k, v in shares.items()}
+                    if isinstance(shares, dict)
+                    else {}
+                ),
+            )
+        return MonitoringState(drift=drift, quality=quality)
+
+    return crud_monitoring.read_database(engine, read)
+
+
 def register_monitoring_metrics(
     engine: Engine,
     registry: CollectorRegistry = REGISTRY,
@@ -187,8 +223,6 @@ def register_monitoring_metrics(
         cache_s: seconds between two reads of the database.
         quality_window: the rolling window of the online quality.
     """
-    from rakuten_mlops.monitoring.runs import load_monitoring_state
-
     if cache_s is None:
         cache_s = settings.monitoring_cache_s if settings is not None else DEFAULT_CACHE_S
     if quality_window is None:

@@ -18,24 +18,21 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.data.prepare import load_split
 from rakuten_mlops.data.schema import PROCESSED_METADATA_FILE, TARGET_COL
 from rakuten_mlops.db import crud_monitoring
-from rakuten_mlops.db.session import DatabaseError, make_engine, make_session_factory
+from rakuten_mlops.db.session import make_engine
 from rakuten_mlops.errors import DataError
 from rakuten_mlops.monitoring.drift import (
     CONFIDENCE,
-    PREDICTED_CLASS,
     DriftOptions,
     check_enough_rows,
     compare_to_reference,
     vocabulary_from_model,
 )
-from rakuten_mlops.monitoring.exporter import LatestDrift, MonitoringState
-from rakuten_mlops.monitoring.quality import QualityRow, online_quality, with_window_totals
+from rakuten_mlops.monitoring.quality import QualityRow, online_quality
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +206,9 @@ def run_drift_check(
     out_dir = Path(out_dir or Path(settings.reports_dir) / MONITORING_DIR)
     engine = make_engine(settings.database_url)
     try:
-        current = _read(engine, lambda s: crud_monitoring.production_inputs(s, *window))
+        current = crud_monitoring.read_database(
+            engine, lambda s: crud_monitoring.production_inputs(s, *window)
+        )
         check_enough_rows(len(current), settings.drift_min_rows)
         reference = load_reference(settings.processed_dir, reference_split)
         vocabulary = heldout = None
@@ -306,7 +305,7 @@ def _record_run(
         )
         return run.id
 
-    return _read(engine, add, commit=True)
+    return crud_monitoring.read_database(engine, add, commit=True)
 
 
 def _served_versions(current: pd.DataFrame) -> dict[str, int]:
@@ -325,57 +324,9 @@ def run_quality_check(
     """Online quality per model version and variant over the window (see `quality`)."""
     engine = make_engine(settings.database_url)
     try:
-        records = _read(engine, lambda s: crud_monitoring.labelled_predictions(s, *window))
+        records = crud_monitoring.read_database(
+            engine, lambda s: crud_monitoring.labelled_predictions(s, *window)
+        )
     finally:
         engine.dispose()
     return online_quality(records, n_boot=n_boot)
-
-
-def load_monitoring_state(engine: Engine, *, quality_window: timedelta) -> MonitoringState:
-    """The latest drift run and the rolling quality (point estimates), for the exporter."""
-    end = datetime.now(UTC)
-    start = end - quality_window
-
-    def read(session: Any) -> MonitoringState:
-        run = crud_monitoring.latest_drift_run(session)
-        labelled = crud_monitoring.labelled_predictions(session, start, end, labelled_only=True)
-        aggregates = crud_monitoring.prediction_aggregates(session, start, end)
-        quality = with_window_totals(online_quality(labelled, n_boot=0), aggregates)
-        drift = None
-        if run is not None:
-            created = (
-                run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
-            )
-            classes = (run.summary or {}).get("columns", {}).get(PREDICTED_CLASS, {})
-            shares = classes.get("reference") if isinstance(classes, dict) else None
-            drift = LatestDrift(
-                created_at=created.timestamp(),
-                dataset_drift=bool(run.dataset_drift),
-                drift_share=float(run.drift_share),
-                column_scores={k: float(v) for k, v in (run.column_scores or {}).items()},
-                reference_class_shares=(
-                    {str(k): float(v) for k, v in shares.items()}
-                    if isinstance(shares, dict)
-                    else {}
-                ),
-            )
-        return MonitoringState(drift=drift, quality=quality)
-
-    return _read(engine, read)
-
-
-def _read(engine: Engine, work: Any, *, commit: bool = False) -> Any:
-    """Run `work(session)`; database errors become one clear `DatabaseError`."""
-    factory = make_session_factory(engine)
-    try:
-        with factory() as session:
-            value = work(session)
-            if commit:
-                session.commit()
-            return value
-    except SQLAlchemyError as exc:
-        message = str(exc.orig if hasattr(exc, "orig") and exc.orig else exc).splitlines()[0]
-        raise DatabaseError(
-            f"service database {engine.url.render_as_string(hide_password=True)}: {message} "
-            "(run `rakuten-mlops db upgrade` first?)"
-        ) from exc
