@@ -61,7 +61,7 @@ def _latest_feedback() -> Any:
     return latest
 
 
-def _quality_select(labelled_only: bool) -> Select[Any]:
+def _quality_select(labelled_only: bool) -> Select[*tuple[Any, ...]]:
     latest = _latest_feedback()
     join = Feedback.id == latest.c.feedback_id
     statement = select(

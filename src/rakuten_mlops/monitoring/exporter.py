@@ -109,8 +109,8 @@ class MonitoringCollector(Collector):
 
 def build_metric_families(state: MonitoringState) -> list[Metric]:
     """The gauge families of a monitoring state (no sample for what is unknown)."""
-    families = _families()
-    by_name = {family.name: family for family in families}
+    families: list[Metric] = list(_families())
+    by_name = {family.name: family for family in _as_gauges(families)}
     drift = state.drift
     if drift is not None:
         by_name["rakuten_drift_detected"].add_metric([], 1.0 if drift.dataset_drift else 0.0)
@@ -128,6 +128,10 @@ def build_metric_families(state: MonitoringState) -> list[Metric]:
         if row.expected_accuracy is not None:
             by_name["rakuten_expected_accuracy"].add_metric(labels, row.expected_accuracy)
     return families
+
+
+def _as_gauges(families: list[Metric]) -> list[GaugeMetricFamily]:
+    return [family for family in families if isinstance(family, GaugeMetricFamily)]
 
 
 def _families() -> list[GaugeMetricFamily]:

@@ -14,6 +14,7 @@ so labelled products are harder than average and both numbers are lower there).
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -189,7 +190,7 @@ def with_window_totals(rows: list[QualityRow], aggregates: pd.DataFrame) -> list
         expected = None if mean is None or _is_nan(mean) else float(mean)
         base = by_key.pop(key, None)
         if base is None:
-            base = QualityRow(key[0], key[1], 0, 0, *([None] * 8))
+            base = QualityRow(key[0], key[1], 0, 0, None, None, None, None, None, None, None, None)
         out.append(
             QualityRow(
                 **{
@@ -239,7 +240,7 @@ def _mean_or_none(values: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def _pair_key(row: dict[str, Any]) -> tuple[str, str, str]:
+def _pair_key(row: Mapping[Hashable, Any]) -> tuple[str, str, str]:
     return (str(row.get("request_id")), str(row.get("productid")), str(row.get("designation")))
 
 
