@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # A drift check needs at least this many predictions in its window.
     drift_min_rows: int = Field(default=50, ge=1)
     # Dataset drift when at least this share of the descriptor columns drift.
-    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    drift_share: float = Field(default=0.3, gt=0.0, le=1.0)
     # Held-out split the model predicts once to give the reference its predictions.
     drift_heldout_split: str = "test"
     # Rolling window of the online quality (`monitor quality`, Prometheus gauges).

@@ -72,9 +72,10 @@ def test_real_unchanged_products_are_not_flagged(sample_products: pd.DataFrame) 
     assert summary["dataset_drift"] is False
     assert summary["drifted_columns"] == []
     assert summary["rows"] == {"current": len(current), "reference": len(reference)}
-    # Every descriptor was compared except the confidence (no model: unknown on the reference).
-    assert summary["skipped_columns"] == ["confidence"]
-    assert len(summary["columns"]) == len(DRIFT_COLUMNS) - 1
+    # Every descriptor was compared except the confidence (no model: unknown on the
+    # reference) and the title's absence (never: the same value on both sides).
+    assert summary["skipped_columns"] == ["title_missing", "confidence"]
+    assert len(summary["columns"]) == len(DRIFT_COLUMNS) - 2
 
 
 def test_a_small_real_window_is_not_flagged(sample_products: pd.DataFrame) -> None:
