@@ -11,6 +11,7 @@ from rakuten_mlops.cli.model import register_model_commands
 from rakuten_mlops.cli.monitoring import monitor_app
 from rakuten_mlops.cli.registry import registry_app
 from rakuten_mlops.cli.service import register_service_commands
+from rakuten_mlops.cli.users import register_users_commands
 
 app = typer.Typer(
     name="rakuten-mlops",
@@ -24,6 +25,7 @@ register_model_commands(app)
 app.add_typer(registry_app, name="registry")
 register_service_commands(app)
 app.add_typer(monitor_app, name="monitor")
+register_users_commands(app)
 
 
 def _version(value: bool) -> None:

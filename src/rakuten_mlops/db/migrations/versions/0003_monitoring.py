@@ -1,7 +1,7 @@
 """Monitoring: drift runs.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-# "0002" (security: users, api keys) when it lands; until then monitoring follows 0001.
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
