@@ -8,11 +8,9 @@ Grafana panel query is evaluated through Prometheus' HTTP API.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +26,7 @@ from promql import PROMETHEUS_DIR, alert_rules, dashboard_queries
 from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
+from service_testing import ServerProcess, start_serve_process
 
 
 def _tool(name: str) -> str:
@@ -108,33 +107,20 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def running_service(
     tmp_path: Path, database_url: str, tiny_served_model: tuple[Path, Path]
-) -> Iterator[str]:
+) -> Iterator[ServerProcess]:
     """A real `rakuten-mlops serve` on a free port, serving the tiny model."""
-    port = _free_port()
+    model = str(tiny_served_model[0])
     env = {
-        **os.environ,
         "RAKUTEN_DATABASE_URL": database_url,
-        # Also given as --model; the environment is what the app factory reads.
-        "RAKUTEN_SERVE_MODEL": str(tiny_served_model[0]),
+        "RAKUTEN_SERVE_MODEL": model,
         "RAKUTEN_LOG_FILE": "",
         "RAKUTEN_RECORD_FLUSH_MS": "50",
     }
-    cli = str(Path(sys.executable).with_name("rakuten-mlops"))
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [cli, "serve", "--model", str(tiny_served_model[0]), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = start_serve_process(env, tmp_path, "--model", model)
     try:
-        _wait_for(f"{url}/ready", 120, process, "rakuten-mlops serve")
-        yield url
+        yield server
     finally:
-        _stop(process)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture
@@ -177,7 +163,7 @@ def prometheus(tmp_path: Path, running_service: str, monitoring_target: str) -> 
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
     job = config["scrape_configs"][0]
-    job["static_configs"][0]["targets"] = [running_service.split("//")[1], monitoring_target]
+    job["static_configs"][0]["targets"] = [running_service.url.split("//")[1], monitoring_target]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
     log = (tmp_path / "prometheus.log").open("wb")
@@ -221,15 +207,17 @@ def _until(check: Any, timeout: float, what: str) -> Any:
 
 @pytest.mark.slow
 def test_real_prometheus_scrapes_the_service_and_evaluates_alerts_and_panels(
-    running_service: str, prometheus: str
+    running_service: ServerProcess, prometheus: str
 ) -> None:
+    service, headers = running_service.url, running_service.headers
+
     # Real traffic in two waves (a counter's rate needs an increase between two scrapes of
     # an existing series), and one feedback.
     def predict(titles: list[str]) -> list[str]:
         ids = []
         for title in titles:
             answer = httpx.post(
-                f"{running_service}/v1/predict", data={"designation": title}, timeout=30
+                f"{service}/v1/predict", data={"designation": title}, headers=headers, timeout=30
             )
             assert answer.status_code == 200, answer.text
             ids.append(answer.json()["prediction_id"])
@@ -248,8 +236,9 @@ def test_real_prometheus_scrapes_the_service_and_evaluates_alerts_and_panels(
     _until(lambda: _query(prometheus, "rakuten_predictions_total"), 30, "the first scrape")
     predict(titles * 2)
     feedback = httpx.post(
-        f"{running_service}/v1/feedback",
+        f"{service}/v1/feedback",
         json={"prediction_id": ids[0], "prdtypecode": 2583},
+        headers=headers,
         timeout=10,
     )
     assert feedback.status_code < 300, feedback.text
