@@ -92,8 +92,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         for variant, correct in crud.latest_feedback_outcomes(session):
             predictor.count_feedback(variant, correct)
     for variant in ("champion", "challenger"):  # counters count this process's feedback
-        for correct in ("true", "false"):
-            app.state.metrics.feedback.labels(variant, correct).reset()
+        for outcome in ("true", "false"):
+            app.state.metrics.feedback.labels(variant, outcome).reset()
     recorder.start()
     app.state.batcher.start()
     start_reload(app)
