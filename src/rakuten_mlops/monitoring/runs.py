@@ -215,7 +215,9 @@ def run_drift_check(
         model_version = None
         if model_uri:
             from rakuten_mlops.models.pyfunc import load_pyfunc_model
+            from rakuten_mlops.tracking import set_tracking_uri
 
+            set_tracking_uri(settings)  # models:/ URIs resolve in the configured registry
             model = load_pyfunc_model(model_uri)
             model_key, model_version = model_identity(model, model_uri)
             vocabulary = vocabulary_from_model(model)
