@@ -10,27 +10,45 @@ STAMP := $(VENV)/.installed
 # Where `make run` imports the labelled data from (official layout).
 RAKUTEN_SOURCE ?= ../shared/data/rakuten-sample
 PYTEST_ARGS ?=
+# PyTorch's CPU wheel index: the lock pins torch==2.13.0+cpu, which PyPI does not have.
+# `make install` adds it as an extra index (pip --extra-index-url) only when pip cannot find
+# the pin in its configured sources, and keeps the extra-index-url already configured
+# (scripts/pip-extra-index.sh). Set it to another mirror, or empty to never add it.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+# Where `make run` / `make serve` put the prediction service.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install system-deps run test test-fast lint format bench mlflow-ui clean lock
+.PHONY: help install run pipeline serve system-deps test test-fast lint format bench bench-api mlflow-ui clean lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	@extra="$$(scripts/pip-extra-index.sh $(PY) "$$(grep -m1 '^torch==' requirements/lock.txt)" "$(TORCH_INDEX_URL)")"; \
+	if [ -n "$$extra" ]; then export PIP_EXTRA_INDEX_URL="$$extra"; fi; \
+	echo "$(PY) -m pip install -c requirements/lock.txt -e .[dev] (extra indexes: $${extra:-none})"; \
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and the package
 
-system-deps: ## Install the system packages the tests start (redis, prometheus, chromium, nginx...)
-	bash scripts/install-system-deps.sh
+run: pipeline serve ## Run the pipeline, then serve the champion on 127.0.0.1:8000 (foreground)
 
-run: install ## Run the whole pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
-	@test -d .git || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
+pipeline: install ## Run only the pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
+	@test -e .git || { echo "make pipeline needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+
+serve: install ## Serve the registry champion on 127.0.0.1:8000 in the foreground (Ctrl+C stops)
+	@echo "Prediction service: http://$(SERVE_HOST):$(SERVE_PORT)  (API docs: http://$(SERVE_HOST):$(SERVE_PORT)/docs)"
+	@echo "Example: curl -s -F 'designation=Télémaque - Je ne sais quoi de pur et de sublime' -F 'image=@$(RAKUTEN_SOURCE)/images/image_train/image_1000076039_product_580161.jpg' http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict"
+	$(CLI) serve --host $(SERVE_HOST) --port $(SERVE_PORT)
+
+system-deps: ## Install the system packages the tests start (PostgreSQL, redis, prometheus, chromium, nginx...)
+	bash scripts/install-system-deps.sh
 
 test: install system-deps ## Run the whole test suite (installs what it needs first)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -49,6 +67,9 @@ format: install ## Format the code and fix what ruff can fix
 
 bench: install ## Benchmark quality and speed on the shared sample (prints numbers)
 	$(PY) bench/bench_classifier.py --source $(RAKUTEN_SOURCE)
+
+bench-api: install ## Benchmark the prediction service against `mlflow models serve` (prints a table)
+	$(PY) bench/bench_api.py --source $(RAKUTEN_SOURCE)
 
 mlflow-ui: install ## Start the MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow/mlflow.db}" --host 127.0.0.1 --port 5000 --workers 1

@@ -13,7 +13,7 @@ DEFAULT_PACKAGES=(
   nginx-light             # load balancer of the local stack
   haproxy
   openjdk-17-jre-headless # Spark batch scoring
-  postgresql              # service DB and MLflow backend on PostgreSQL
+  postgresql-15           # service DB and MLflow backend on PostgreSQL
 )
 packages=("$@")
 [ ${#packages[@]} -gt 0 ] || packages=("${DEFAULT_PACKAGES[@]}")

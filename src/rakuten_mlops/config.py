@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024**2, ge=1)
     microbatch_max_size: int = Field(default=64, ge=1)
     microbatch_max_wait_ms: float = Field(default=5.0, ge=0.0)
+    microbatch_concurrency: int = Field(default=2, ge=1)
     record_flush_ms: float = Field(default=200.0, gt=0.0)
     record_batch_size: int = Field(default=256, ge=1)
     log_file: Path | None = Path("logs/service.log")
@@ -153,11 +154,18 @@ class ParamsError(RakutenError, ValueError):
     """`params.yaml` is missing or malformed (shown to users like the other `RakutenError`s)."""
 
 
+# Top-level sections of params.yaml (each is checked key by key by the code that reads it).
+PARAMS_SECTIONS = ("seed", "data", "model", "gate", "evaluate")
+# Keys of its `data:` section (values checked by `data.prepare.SplitParams`).
+DATA_PARAMS_KEYS = ("source", "val_size", "test_size", "unseen_size", "seed")
+
+
 def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:
     """Read the experiment parameters.
 
     Raises:
-        ParamsError: the file is missing or is not a YAML mapping.
+        ParamsError: the file is missing, is not a YAML mapping, has a top-level key that
+            is not in `PARAMS_SECTIONS` or a `data:` key that the split does not know.
     """
     path = Path(path)
     if not path.is_file():
@@ -168,4 +176,19 @@ def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(map(str, data)) - set(PARAMS_SECTIONS))
+    if unknown:  # a typo must not silently fall back to a default
+        raise ParamsError(
+            f"{path}: unknown top-level key(s) {', '.join(unknown)} "
+            f"(valid keys: {', '.join(sorted(PARAMS_SECTIONS))})"
+        )
+    section = data.get("data")
+    if section is not None and not isinstance(section, dict):
+        raise ParamsError(f"{path}: `data` must be a mapping, got {section!r}")
+    unknown = sorted(set(map(str, section or {})) - set(DATA_PARAMS_KEYS))
+    if unknown:
+        raise ParamsError(
+            f"{path}: unknown key(s) under `data`: {', '.join(unknown)} "
+            f"(valid keys: {', '.join(sorted(DATA_PARAMS_KEYS))})"
+        )
     return data

@@ -25,16 +25,64 @@ from rakuten_mlops.errors import ModelError
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
-def set_tracking_uri(settings: Settings) -> str:
+# How to point the commands at another store (appended to "store not found" errors).
+TRACKING_URI_HINT = (
+    "set MLFLOW_TRACKING_URI (or RAKUTEN_MLFLOW_TRACKING_URI) to the store's URI, e.g. "
+    "sqlite:////absolute/path/to/mlflow/mlflow.db, or run the command from the project folder"
+)
+
+
+def set_tracking_uri(settings: Settings, *, create: bool = True) -> str:
     """Point MLflow (tracking and registry) at the store of the settings; returns the URI.
 
-    Creates the directory of a local SQLite database or file store, nothing else.
+    Args:
+        create: create the directory of a local SQLite database or file store (commands
+            that write: `train`). False for read-only commands: a local store that does not
+            exist is an error, so that running from another folder never leaves an empty
+            `mlflow/mlflow.db` behind.
+
+    Raises:
+        ModelError: `create` is false and the local store does not exist (the message names
+            the URI in force, the path it resolves to and how to set it).
     """
     uri = settings.tracking_uri()
-    _ensure_local_store(uri)
+    if create:
+        _ensure_local_store(uri)
+    else:
+        path = local_store_path(uri)
+        if path is not None and not path.exists():
+            raise ModelError(
+                f"no MLflow tracking store at {path.absolute()} (tracking URI in force: {uri}); "
+                f"{TRACKING_URI_HINT}"
+            )
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def uses_tracking_store(model: str) -> bool:
+    """Whether loading `model` reads the tracking store (`models:/...`, `runs:/...` URIs)."""
+    return str(model).startswith(("models:", "runs:"))
+
+
+def describe_tracking_uri() -> str:
+    """The tracking URI MLflow uses now and how to change it, for "not found" errors."""
+    uri = mlflow.get_tracking_uri()
+    path = local_store_path(uri)
+    where = f" = {path.absolute()}" if path is not None else ""
+    return f"tracking URI in force: {uri}{where}; to use another store, {TRACKING_URI_HINT}"
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The local file or folder of a SQLite or file-store URI (None for servers, :memory:)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        # sqlite:///relative/path.db -> "relative/path.db"; sqlite:////abs -> "/abs".
+        raw = unquote(uri.split("sqlite:///", 1)[1]) if uri.startswith("sqlite:///") else ""
+        return Path(raw).expanduser() if raw and raw != ":memory:" else None
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path)).expanduser()
+    return None
 
 
 def configure_tracking(settings: Settings, experiment: str | None = None) -> str:
@@ -72,14 +120,13 @@ def configure_tracking(settings: Settings, experiment: str | None = None) -> str
 
 def _ensure_local_store(uri: str) -> None:
     """Create the parent directory of a SQLite database or a local file store."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        # sqlite:///relative/path.db -> path "/relative/path.db"; sqlite:////abs -> "//abs".
-        raw = unquote(uri.split("sqlite:///", 1)[1]) if uri.startswith("sqlite:///") else ""
-        if raw and raw != ":memory:":
-            Path(raw).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    elif parsed.scheme in ("", "file"):
-        Path(unquote(parsed.path)).expanduser().mkdir(parents=True, exist_ok=True)
+    path = local_store_path(uri)
+    if path is None:
+        return
+    if urlparse(uri).scheme == "sqlite":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

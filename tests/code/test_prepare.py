@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from rakuten_mlops.cli import app
-from rakuten_mlops.config import ParamsError
+from rakuten_mlops.config import ParamsError, load_params
 from rakuten_mlops.data import schema
 from rakuten_mlops.data.ingest import import_dataset
 from rakuten_mlops.data.manifest import sha256_file
@@ -228,6 +228,30 @@ def test_unseen_size_zero_gives_an_empty_unseen_split(raw: Path, tmp_path: Path)
     assert sum(result.sizes.values()) == len(CODES) * PER_CLASS
 
 
+def test_the_test_split_does_not_move_with_unseen_or_val_size(raw: Path, tmp_path: Path) -> None:
+    # The promotion gate compares champion and challenger on the test split: it must stay
+    # the same products when the other fractions change.
+    test_files = []
+    for i, change in enumerate(({}, {"unseen_size": 0}, {"unseen_size": 0.2, "val_size": 0.3})):
+        out = tmp_path / f"processed-{i}"
+        prepare_dataset(raw, out, {**PARAMS, **change})
+        test_files.append((out / "splits" / "test.txt").read_text())
+    assert test_files[0] == test_files[1] == test_files[2]
+    assert test_files[0].strip()
+    other_seed = tmp_path / "other-seed"
+    prepare_dataset(raw, other_seed, {**PARAMS, "seed": PARAMS["seed"] + 1})
+    assert (other_seed / "splits" / "test.txt").read_text() != test_files[0]
+
+
+@pytest.mark.parametrize("key", ["val_sise", "unseen"])
+def test_unknown_data_keys_are_refused_with_the_valid_ones(
+    raw: Path, tmp_path: Path, key: str
+) -> None:
+    with pytest.raises(ParamsError, match=rf"unknown key\(s\) {key} \(valid keys: seed, source"):
+        prepare_dataset(raw, tmp_path / "processed", {**PARAMS, key: 0.3})
+    assert not (tmp_path / "processed").exists()
+
+
 def test_summary_is_a_table_of_class_counts(raw: Path, tmp_path: Path) -> None:
     result = prepare_dataset(raw, tmp_path / "processed", PARAMS)
     summary = result.summary()
@@ -358,3 +382,42 @@ def test_cli_prepare_reports_bad_params_without_traceback(raw: Path, tmp_path: P
     assert result.exit_code == 1
     assert "must leave rows for train" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "seed: 1\nsede: 2\n",
+            "unknown top-level key(s) sede (valid keys: data, evaluate, gate, model, seed)",
+        ),
+        (
+            "data:\n  val_sise: 0.30\n",
+            "unknown key(s) under `data`: val_sise (valid keys: seed, source, test_size, "
+            "unseen_size, val_size)",
+        ),
+        ("data: [0.3]\n", "`data` must be a mapping"),
+    ],
+)
+def test_every_params_key_is_checked_before_any_work(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(text, encoding="utf-8")
+    with pytest.raises(ParamsError) as error:
+        load_params(params_file)
+    assert expected in str(error.value)
+    # `train` refuses the file before loading any data (the data dir does not exist).
+    missing = tmp_path / "no-data"
+    result = CliRunner().invoke(
+        app, ["train", "--params", str(params_file), "--data-dir", str(missing), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert expected in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_the_project_params_file_passes_the_checks() -> None:
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert set(params) <= {"seed", "data", "model", "gate", "evaluate"}
+    SplitParams.from_mapping(params["data"])

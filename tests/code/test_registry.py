@@ -136,3 +136,76 @@ def test_clear_errors_for_unknown_model_version_and_missing_champion(
 def test_champion_stack_replays_history(events: list[tuple[str, int]], stack: list[int]) -> None:
     history = [ChampionEvent(version=v, action=a, at="") for a, v in events]
     assert compute_champion_stack(history) == stack
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["registry", "list"],
+        ["registry", "promote", "1"],
+        ["predict", "--model", "models:/rakuten-product-classifier@champion"],
+        ["evaluate", "--model", "models:/rakuten-product-classifier@champion"],
+    ],
+    ids=["registry-list", "registry-promote", "predict", "evaluate"],
+)
+def test_read_only_commands_elsewhere_create_no_store_and_say_where_they_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from rakuten_mlops.cli import app
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAKUTEN_MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+    if command[0] == "predict":
+        (elsewhere / "x.csv").write_text(",designation\n0,piscine\n", encoding="utf-8")
+        command = [*command, "--input", "x.csv", "--output", "p.csv"]
+    if command[0] == "evaluate":
+        processed = tmp_path / "processed"  # evaluate loads its split before the model
+        _write_minimal_split(processed)
+        command = [*command, "--data-dir", str(processed)]
+    result = CliRunner().invoke(app, command)
+    message = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "no MLflow tracking store at" in message
+    assert str(elsewhere / "mlflow" / "mlflow.db") in message
+    assert "tracking URI in force: sqlite:///mlflow/mlflow.db" in message
+    assert "MLFLOW_TRACKING_URI" in message
+    assert "RAKUTEN_MLFLOW_TRACKING_URI" in message
+    assert list(elsewhere.iterdir()) == ([elsewhere / "x.csv"] if command[0] == "predict" else [])
+
+
+def test_model_not_found_in_an_existing_store_names_the_tracking_uri(
+    client: MlflowClient, tmp_path: Path
+) -> None:
+    from rakuten_mlops.errors import ModelError
+    from rakuten_mlops.models.pyfunc import load_pyfunc_model
+
+    uri = get_settings().tracking_uri()
+    with pytest.raises(ModelError) as error:
+        load_pyfunc_model("models:/nothing-here@champion")
+    assert f"tracking URI in force: {uri}" in str(error.value)
+    assert "MLFLOW_TRACKING_URI" in str(error.value)
+    with pytest.raises(RegistryError) as listing:
+        list_versions(client, "nothing-here")
+    assert f"tracking URI in force: {uri}" in str(listing.value)
+
+
+def _write_minimal_split(processed: Path) -> None:
+    """A one-class `test` split in the processed layout (enough to reach model loading)."""
+    import json
+
+    import pandas as pd
+
+    from rakuten_mlops.data import schema
+
+    processed.mkdir(parents=True)
+    frame = pd.DataFrame({column: [] for column in schema.PROCESSED_COLUMNS})
+    frame.to_parquet(processed / "test.parquet")
+    (processed / schema.PROCESSED_METADATA_FILE).write_text(
+        json.dumps({"raw_dir": str(processed)}), encoding="utf-8"
+    )

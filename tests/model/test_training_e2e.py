@@ -9,6 +9,7 @@ crippled one stays challenger.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -192,10 +193,18 @@ def test_train_register_gate_and_registry_flow(processed: Path, tmp_path: Path) 
     assert (reports / "confusion_matrix.png").stat().st_size > 1000
     assert "## Limits" in (reports / "model_card.md").read_text(encoding="utf-8")
 
-    # 5. Same seed, same data, same params: same model (and --no-register leaves no version).
+    # 5. Same seed, same data, same params: same model (and --no-register leaves no version,
+    # and stores no model: only metrics, params and reports).
+    artifacts_root = Path(os.environ["RAKUTEN_MLFLOW_ARTIFACT_ROOT"])
+    models_before = sorted(artifacts_root.rglob("MLmodel"))
+    assert len(models_before) == 2  # the two registered versions
     invoke(train_args(processed, good, tmp_path / "m3.json", "--no-register"))
     metrics3 = json.loads((tmp_path / "m3.json").read_text(encoding="utf-8"))
     assert metrics3["model_version"] is None
+    assert sorted(artifacts_root.rglob("MLmodel")) == models_before
+    run3 = client.get_run(metrics3["run_id"])
+    assert run3.data.metrics["test_weighted_f1"] == pytest.approx(metrics3["test"]["weighted_f1"])
+    assert {a.path for a in client.list_artifacts(run3.info.run_id)} == {"evaluation"}
     assert metrics3["test"]["weighted_f1"] == metrics1["test"]["weighted_f1"]
     assert metrics3["test"]["ece"] == pytest.approx(metrics1["test"]["ece"], abs=1e-9)
     assert len(client.search_model_versions(f"name = '{name}'")) == 2

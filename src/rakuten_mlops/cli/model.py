@@ -57,6 +57,15 @@ def train(
         Path, typer.Option(help="DVC metrics file of the run (JSON).")
     ] = DEFAULT_TRAIN_METRICS,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    log_model: Annotated[
+        bool | None,
+        typer.Option(
+            "--log-model/--no-log-model",
+            help="Store the model (~100 MB) in the MLflow run's artifacts. Default: only "
+            "with --register (a registered version needs it); metrics, params and reports "
+            "are logged either way.",
+        ),
+    ] = None,
 ) -> None:
     """Train the classifier, evaluate it on the test split, track and register it."""
     from rakuten_mlops.training.train import train_model
@@ -70,6 +79,7 @@ def train(
         register=register,
         metrics_out=metrics_out,
         progress=progress,
+        log_model=log_model,
     )
     console.print(result.summary(), highlight=False, soft_wrap=True)
 
@@ -100,7 +110,7 @@ def evaluate(
         write_metrics_file,
     )
     from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
-    from rakuten_mlops.tracking import set_tracking_uri
+    from rakuten_mlops.tracking import set_tracking_uri, uses_tracking_store
 
     settings = get_settings()
     # Evaluating a model needs no experiment parameters: defaults when there is no file.
@@ -108,7 +118,8 @@ def evaluate(
     parameters = load_params(params_file) if params or params_file.is_file() else {}
     eval_settings = EvaluationSettings.from_params(parameters.get("evaluate"))
     frame = load_split(data_dir or settings.processed_dir, split)
-    set_tracking_uri(settings)
+    if uses_tracking_store(model):  # read-only: never creates a store
+        set_tracking_uri(settings, create=False)
     pyfunc_model = load_pyfunc_model(model)
     result = evaluate_model(
         as_predict_fn(pyfunc_model),
@@ -153,11 +164,15 @@ def predict(
     """Predict the product type code of every row of a CSV, streaming in chunks."""
     if not input_csv.is_file():  # before the slow imports: fail fast on a typo
         raise DataError(f"input file not found: {input_csv}")
-    from rakuten_mlops.inference.batch import predict_csv
-    from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
-    from rakuten_mlops.tracking import set_tracking_uri
+    from rakuten_mlops.inference.batch import check_prediction_args, predict_csv
 
-    set_tracking_uri(get_settings())
+    # Input errors are reported before the model loads (seconds).
+    check_prediction_args(input_csv, output, images, chunk_size)
+    from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
+    from rakuten_mlops.tracking import set_tracking_uri, uses_tracking_store
+
+    if uses_tracking_store(model):  # read-only: never creates a store
+        set_tracking_uri(get_settings(), create=False)
     pyfunc_model = load_pyfunc_model(model)
     summary = predict_csv(
         as_predict_fn(pyfunc_model),

@@ -25,7 +25,8 @@ def _client() -> MlflowClient:
 
     from rakuten_mlops.tracking import set_tracking_uri
 
-    set_tracking_uri(get_settings())
+    # Registry commands need an existing store: never create an empty one here.
+    set_tracking_uri(get_settings(), create=False)
     return MlflowClient()
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from rakuten_mlops.config import ParamsError
+from rakuten_mlops.config import DATA_PARAMS_KEYS, ParamsError
 from rakuten_mlops.data.manifest import sha256_file
 from rakuten_mlops.data.schema import (
     CATEGORY_NAMES,
@@ -46,8 +46,10 @@ from rakuten_mlops.features.text import clean_text
 
 SPLITS_DIR = "splits"
 DEFAULT_TEXT_ORIGIN = "full"
-# Order in which each class's shuffled groups are cut; train takes the remainder.
-_CUT_ORDER = ("unseen", "test", "val")
+# Order in which each class's shuffled groups are cut; train takes the remainder. Test comes
+# first, so the test split depends on `test_size` and the seed only: changing `unseen_size`
+# or `val_size` never moves a product in or out of the split the promotion gate compares on.
+_CUT_ORDER = ("test", "unseen", "val")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,12 @@ class SplitParams:
         if not isinstance(params, dict):
             raise ParamsError(f"params 'data': expected a mapping, got {params!r}")
         known = {"val_size", "test_size", "unseen_size", "seed"}
+        unknown = sorted(set(map(str, params)) - set(DATA_PARAMS_KEYS))
+        if unknown:  # a typo must not silently fall back to a default split
+            raise ParamsError(
+                f"params 'data': unknown key(s) {', '.join(unknown)} "
+                f"(valid keys: {', '.join(sorted(DATA_PARAMS_KEYS))})"
+            )
         values = {key: value for key, value in params.items() if key in known}
         try:
             built = cls(
@@ -255,7 +263,7 @@ def assign_splits(
 
     Rows with the same non-empty key form one group, labelled by its most frequent label.
     Within each label, groups are ordered by a seeded hash of their key and cut at the
-    cumulative row fractions of `unseen`, `test`, `val`; the rest is `train`. Same data
+    cumulative row fractions of `test`, `unseen`, `val`; the rest is `train`. Same data
     and seed, same split, whatever the row order.
 
     Args:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -82,7 +87,7 @@ def read_input_columns(path: Path) -> tuple[str | None, list[str]]:
         raise DataError(f"input file not found: {path}")
     try:
         header = pd.read_csv(path, index_col=0, nrows=0)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
     name = header.index.name
     return (str(name) if name is not None else None), [str(c) for c in header.columns]
@@ -102,6 +107,67 @@ def check_input_columns(path: Path, columns: list[str], *, need_image_ids: bool)
                 f"{path}: missing required column `{column}`{why}; columns found: "
                 f"{', '.join(columns) or 'none'} (the first column is read as the index)"
             )
+
+
+def check_prediction_args(
+    input_path: Path, output_path: Path, images_dir: Path | None, chunk_size: int
+) -> tuple[str | None, list[str]]:
+    """Every check of a batch prediction that needs no model: run it before loading one.
+
+    Returns:
+        The input's index name and columns (`read_input_columns`).
+
+    Raises:
+        DataError: bad chunk size, missing images folder, missing or unreadable input, a
+            missing column, or an output path that is the input file itself.
+    """
+    if chunk_size < 1:
+        raise DataError(f"--chunk-size must be >= 1, got {chunk_size}")
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise DataError(f"images directory not found: {images_dir}")
+    index_name, columns = read_input_columns(input_path)
+    check_input_columns(input_path, columns, need_image_ids=images_dir is not None)
+    if _same_file(input_path, output_path):
+        raise DataError(
+            f"--output {output_path} is the input file: the predictions would overwrite it; "
+            "choose another output path"
+        )
+    return index_name, columns
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file (same resolved path, or a link to it)."""
+    if Path(first).resolve() == Path(second).resolve():
+        return True
+    try:
+        return Path(first).samefile(second)
+    except OSError:  # the output does not exist yet
+        return False
+
+
+class _Terminated(SystemExit):
+    """SIGTERM turned into an exception, so that `finally` blocks clean up."""
+
+
+@contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """Raise `SystemExit(143)` on SIGTERM inside the block (main thread only).
+
+    A killed batch prediction then removes its temporary file as Ctrl-C does; the previous
+    handler is restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise _Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_batch_input(
@@ -146,55 +212,53 @@ def predict_csv(
         ModelError: the model failed or returned a wrong number of rows.
     """
     input_path, output_path = Path(input_path), Path(output_path)
-    if chunk_size < 1:
-        raise DataError(f"--chunk-size must be >= 1, got {chunk_size}")
-    if images_dir is not None and not Path(images_dir).is_dir():
-        raise DataError(f"images directory not found: {images_dir}")
-    index_name, columns = read_input_columns(input_path)
-    check_input_columns(input_path, columns, need_image_ids=images_dir is not None)
+    index_name, _ = check_prediction_args(input_path, output_path, images_dir, chunk_size)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = output_path.with_name(f".{output_path.name}.part")
 
     rows = chunks = with_image = 0
     notes: dict[str, int] = {}
-    try:
-        reader = pd.read_csv(
-            input_path,
-            index_col=0,
-            chunksize=chunk_size,
-            dtype={"designation": "string", "description": "string"},
-            keep_default_na=False,
-            na_values=[""],
-        )
-        with (
-            reader,
-            tmp_path.open("w", encoding="utf-8", newline="") as out,
-            tqdm(
-                desc="predict", unit="rows", file=sys.stderr, disable=not progress, leave=False
-            ) as bar,
-        ):
-            for chunk in reader:
-                chunk.index.name = index_name
-                result = predict_chunk(predict, chunk, images_dir, first_row=rows)
-                result.to_csv(out, header=chunks == 0, index=True, lineterminator="\n")
-                rows += len(chunk)
-                chunks += 1
-                with_image += int(result["has_image"].sum())
-                for note in result[NOTE_COLUMN]:
-                    if note:
-                        notes[note] = notes.get(note, 0) + 1
-                bar.update(len(chunk))
-            if chunks == 0:  # header only: still write a valid, empty output
-                empty = pd.DataFrame(columns=[*OUTPUT_COLUMNS, NOTE_COLUMN])
-                empty.index.name = index_name
-                empty.to_csv(out, index=True, lineterminator="\n")
-        tmp_path.replace(output_path)
-    except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
-        tmp_path.unlink(missing_ok=True)
-        raise DataError(f"{input_path}: cannot read the rows after row {rows}: {exc}") from exc
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with _terminate_as_exception():
+        try:
+            reader = pd.read_csv(
+                input_path,
+                index_col=0,
+                chunksize=chunk_size,
+                dtype={"designation": "string", "description": "string"},
+                keep_default_na=False,
+                na_values=[""],
+            )
+            with (
+                reader,
+                tmp_path.open("w", encoding="utf-8", newline="") as out,
+                tqdm(
+                    desc="predict", unit="rows", file=sys.stderr, disable=not progress, leave=False
+                ) as bar,
+            ):
+                for chunk in reader:
+                    if chunk.empty:  # a header-only file still yields one empty chunk
+                        continue
+                    chunk.index.name = index_name
+                    result = predict_chunk(predict, chunk, images_dir, first_row=rows)
+                    result.to_csv(out, header=chunks == 0, index=True, lineterminator="\n")
+                    rows += len(chunk)
+                    chunks += 1
+                    with_image += int(result["has_image"].sum())
+                    for note in result[NOTE_COLUMN]:
+                        if note:
+                            notes[note] = notes.get(note, 0) + 1
+                    bar.update(len(chunk))
+                if chunks == 0:  # header only: still write a valid, empty output
+                    empty = pd.DataFrame(columns=[*OUTPUT_COLUMNS, NOTE_COLUMN])
+                    empty.index.name = index_name
+                    empty.to_csv(out, index=True, lineterminator="\n")
+            tmp_path.replace(output_path)
+        except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+            tmp_path.unlink(missing_ok=True)
+            raise DataError(f"{input_path}: cannot read the rows after row {rows}: {exc}") from exc
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
     return PredictSummary(
         output=output_path, rows=rows, chunks=chunks, with_image=with_image, notes=notes
     )

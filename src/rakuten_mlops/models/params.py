@@ -124,6 +124,9 @@ class FusionParams:
     """
 
     cross_fit_folds: int = 0
+    # After the fusion is fit on held-out scores, refit every branch on train + val (same
+    # hyperparameters): the model learns from every labelled product but the test split.
+    refit: bool = True
     # Relative weights of the calibrated text branches in their average (the transformer's
     # only counts when `model.text_transformer` is enabled).
     sparse_weight: float = 0.5
@@ -134,6 +137,8 @@ class FusionParams:
     max_iter: int = 200
 
     def __post_init__(self) -> None:
+        if not isinstance(self.refit, bool):
+            raise ModelError(f"`model.fusion.refit` must be true or false, got {self.refit!r}")
         for name in ("sparse_weight", "text_nn_weight", "transformer_weight"):
             _check_number(self, "model.fusion", name, minimum=0.0)
 
@@ -220,7 +225,10 @@ def _build(cls: type[_T], values: Any, where: str) -> _T:
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ModelError(f"unknown key(s) in params `{where}`: {', '.join(unknown)}")
+        raise ModelError(
+            f"unknown key(s) in params `{where}`: {', '.join(unknown)} "
+            f"(valid keys: {', '.join(sorted(known))})"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         default = getattr(cls(), name)
@@ -246,6 +254,9 @@ def parse_model_params(params: dict[str, Any] | None) -> ModelParams:
     }
     unknown = sorted(set(params) - set(sections))
     if unknown:
-        raise ModelError(f"unknown section(s) in params `model`: {', '.join(unknown)}")
+        raise ModelError(
+            f"unknown section(s) in params `model`: {', '.join(unknown)} "
+            f"(valid sections: {', '.join(sorted(sections))})"
+        )
     built = {name: _build(cls, params.get(name), f"model.{name}") for name, cls in sections.items()}
     return ModelParams(**built)

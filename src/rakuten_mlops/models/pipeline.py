@@ -114,6 +114,8 @@ class ProductClassifier:
         self.fusion: LogLinearFusion | None = None
         # Epochs of the neural text refit on train + val when cross-fitted (None: holdout).
         self.text_nn_epochs: int | None = None
+        # Branches trained on train + val (cross-fitted or refit), in fusion order.
+        self.refit_branches: list[str] = []
 
     # ------------------------------------------------------------------ training
 
@@ -181,6 +183,7 @@ class ProductClassifier:
         self.history, self.timings, self.temperatures = {}, {}, {}
         self.sparse = self.text_nn = self.transformer = self.image = None
         self.text_nn_epochs = None
+        self.refit_branches = []
         self.classes_ = np.unique(train[TARGET_COL].to_numpy(dtype=np.int64))
         if len(self.classes_) < 2:
             raise ModelError(f"training needs at least two classes, got {self.classes_.tolist()}")
@@ -221,6 +224,7 @@ class ProductClassifier:
                 progress=progress,
             )
             fusion_labels = pool_labels
+            self.refit_branches = [b for b in self.branches if b != "image"]
         else:
             held_out = self._fit_text(
                 train_titles,
@@ -253,8 +257,65 @@ class ProductClassifier:
         self.fusion = LogLinearFusion(list(fusion_inputs), p.fusion.bias_l2, p.fusion.max_iter)
         self.fusion.fit(fusion_inputs, fusion_labels, val_masks)
         self.timings["fit/fusion"] = time.perf_counter() - tick
+        if p.fusion.refit:
+            self.refit(train, val, progress=progress)
         self.timings["fit/total"] = time.perf_counter() - started
         return self
+
+    def refit(self, train: pd.DataFrame, val: pd.DataFrame, *, progress: bool = True) -> None:
+        """Refit every branch not trained on train + val yet on all of train + val.
+
+        Called by `fit` when `model.fusion.refit` is true, after the temperatures and the
+        fusion were fit on held-out scores: they are kept, and each branch is trained again
+        with the same hyperparameters and seed on every labelled product (train + val), so
+        the model learns from the val split too. The text branches of a cross-fitted model
+        are refit already; the image branch is refit here either way. The holdout curves
+        stay in `history`; each refit adds its `<branch>/refit_train_loss`.
+
+        Raises:
+            ModelError: the classifier has no fusion yet (call `fit` first).
+        """
+        self._check_fitted()
+        known = np.isin(val[TARGET_COL].to_numpy(dtype=np.int64), self.classes_)
+        val = val.loc[known]
+        pool = pd.concat([train, val])
+        labels = np.searchsorted(self.classes_, pool[TARGET_COL].to_numpy(dtype=np.int64))
+        curves = dict(self.history)
+        text = [b for b in self.branches if b != "image" and b not in self.refit_branches]
+        if text:  # holdout: the text branches saw train only
+            self.history = {}
+            self._fit_text(
+                _clean_column(pool, "designation", required=True),
+                _clean_column(pool, "description", required=False),
+                labels,
+                None,
+                progress=progress,
+                timing_prefix="refit",
+            )
+            for branch in ("text_nn", "transformer"):
+                if f"{branch}/train_loss" in self.history:
+                    curves[f"{branch}/refit_train_loss"] = self.history[f"{branch}/train_loss"]
+            self.refit_branches += text
+        if self.image is not None and "image" not in self.refit_branches:
+            tick = time.perf_counter()
+            p = self.model_params.image
+            images = load_images(
+                pool["image_path"].fillna("").tolist(),
+                p.image_size,
+                Path(p.cache_dir) if p.cache_dir else None,
+                progress=progress,
+                desc="train + val images",
+            )
+            rows = [i for i, image in enumerate(images) if image is not None]
+            image = ImageClassifier(p, self.seed)
+            refit_curves = image.fit(
+                _stack_images(images, rows), labels[rows], len(self.classes_), progress=progress
+            )
+            self.image = image
+            curves["image/refit_train_loss"] = refit_curves["train_loss"]
+            self.timings["refit/image"] = time.perf_counter() - tick
+            self.refit_branches.append("image")
+        self.history = curves
 
     def _add_timing(self, key: str, seconds: float) -> None:
         # Cross-fitting trains a branch several times: its timing is the total cost.
@@ -268,6 +329,7 @@ class ProductClassifier:
         held_out: tuple[list[str], list[str], np.ndarray] | None,
         *,
         progress: bool,
+        timing_prefix: str = "fit",
     ) -> dict[str, np.ndarray]:
         """Fit the enabled text branches into `self`; return their raw scores on `held_out`.
 
@@ -283,7 +345,7 @@ class ProductClassifier:
             )
             if held_out is not None:
                 scores["sparse"] = self.sparse.decision_function(held_out[0], held_out[1])
-            self._add_timing("fit/sparse", time.perf_counter() - tick)
+            self._add_timing(f"{timing_prefix}/sparse", time.perf_counter() - tick)
         if p.text_nn.enabled:
             tick = time.perf_counter()
             self.text_nn = NeuralTextClassifier(p.text_nn, self.seed)
@@ -291,7 +353,7 @@ class ProductClassifier:
             self.history.update({f"text_nn/{key}": values for key, values in curves.items()})
             if held_out is not None:
                 scores["text_nn"] = self.text_nn.predict_log_proba(held_out[0], held_out[1])
-            self._add_timing("fit/text_nn", time.perf_counter() - tick)
+            self._add_timing(f"{timing_prefix}/text_nn", time.perf_counter() - tick)
         if p.text_transformer.enabled:
             tick = time.perf_counter()
             self.transformer = TransformerTextClassifier(p.text_transformer, self.seed)
@@ -301,7 +363,7 @@ class ProductClassifier:
             self.history.update({f"transformer/{key}": values for key, values in curves.items()})
             if held_out is not None:
                 scores["transformer"] = self.transformer.predict_log_proba(held_out[0], held_out[1])
-            self._add_timing("fit/transformer", time.perf_counter() - tick)
+            self._add_timing(f"{timing_prefix}/transformer", time.perf_counter() - tick)
         return scores
 
     def _cross_fit_text(
@@ -555,7 +617,7 @@ class ProductClassifier:
         """Predicted code, category, confidence and top-3 per row (index = `frame.index`)."""
         fusion = self._check_fitted()
         if len(frame) == 0:
-            return _empty_output(frame.index)
+            return empty_output(frame.index)
         scores, masks = self._branch_scores(frame)
         probs = np.exp(fusion.predict_log_proba(self._fusion_inputs(scores), masks))
         has_image = masks.get("image", np.zeros(len(frame), dtype=bool))
@@ -578,6 +640,7 @@ class ProductClassifier:
             "temperatures": self.temperatures,
             "fusion": fusion.state(),
             "text_nn_epochs": self.text_nn_epochs,
+            "refit_branches": self.refit_branches,
             "history": self.history,
             "timings": self.timings,
         }
@@ -626,6 +689,7 @@ class ProductClassifier:
             model.fusion = LogLinearFusion.from_state(meta["fusion"])
             model.history = meta.get("history", {})
             model.text_nn_epochs = meta.get("text_nn_epochs")
+            model.refit_branches = list(meta.get("refit_branches", []))
             model.timings = meta.get("timings", {})
             branches = meta["branches"]
             if "sparse" in branches:
@@ -681,7 +745,8 @@ def category_name(code: int) -> str:
     return CATEGORY_NAMES.get(int(code), str(code))
 
 
-def _empty_output(index: pd.Index) -> pd.DataFrame:
+def empty_output(index: pd.Index) -> pd.DataFrame:
+    """The prediction output contract with no row (typed columns, given index)."""
     dtypes = {
         "prdtypecode": "int64",
         "category": "object",
@@ -727,4 +792,4 @@ def build_output(
     return output
 
 
-__all__ = ["OUTPUT_COLUMNS", "ProductClassifier", "build_output", "category_name"]
+__all__ = ["OUTPUT_COLUMNS", "ProductClassifier", "build_output", "category_name", "empty_output"]

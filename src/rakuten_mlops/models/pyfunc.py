@@ -27,7 +27,7 @@ from mlflow.types.schema import ColSpec, Schema
 import rakuten_mlops
 from rakuten_mlops.data.schema import MODEL_INPUT_COLUMNS
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.models.pipeline import ProductClassifier, category_name
+from rakuten_mlops.models.pipeline import ProductClassifier, category_name, empty_output
 
 ARTIFACT_NAME = "model"
 # What batch prediction, evaluation and latency checks call: model input -> output contract.
@@ -239,7 +239,12 @@ def load_pyfunc_model(uri_or_dir: str | Path) -> PyFuncModel:
     try:
         model: PyFuncModel = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
-        raise ModelError(f"cannot load the model {uri_or_dir}: {exc.message}") from exc
+        where = ""
+        if uri.startswith(("models:", "runs:")):
+            from rakuten_mlops.tracking import describe_tracking_uri
+
+            where = f" ({describe_tracking_uri()})"
+        raise ModelError(f"cannot load the model {uri_or_dir}: {exc.message}{where}") from exc
     except ModelError:
         raise
     except (OSError, ImportError, ValueError, KeyError) as exc:
@@ -251,6 +256,10 @@ def as_predict_fn(model: PyFuncModel) -> PredictFn:
     """The loaded model's `predict`, typed as model input -> output-contract DataFrame."""
 
     def predict(frame: pd.DataFrame) -> pd.DataFrame:
+        if len(frame) == 0:
+            # Nothing to predict: MLflow's schema check would refuse the empty columns'
+            # dtypes, so answer with the empty output contract directly.
+            return empty_output(frame.index)
         return pd.DataFrame(model.predict(frame))
 
     return predict

@@ -254,9 +254,11 @@ def _get_registered_model(client: MlflowClient, name: str) -> Any:
         return client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            from rakuten_mlops.tracking import describe_tracking_uri
+
             raise RegistryError(
                 f"no registered model named {name!r} in the registry; train and register one "
-                "first (`rakuten-mlops train --register`)"
+                f"first (`rakuten-mlops train --register`) ({describe_tracking_uri()})"
             ) from None
         raise RegistryError(f"cannot read registered model {name!r}: {exc.message}") from exc
 

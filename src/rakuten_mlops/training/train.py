@@ -151,6 +151,7 @@ def train_model(
     register: bool = True,
     metrics_out: Path | None = None,
     progress: bool = True,
+    log_model: bool | None = None,
 ) -> TrainResult:
     """Train the classifier on a processed dataset and record it in MLflow.
 
@@ -160,6 +161,9 @@ def train_model(
         settings: runtime settings (tracking URI, experiment, model name).
         model_out: where to write the MLflow model directory (replaced atomically).
         register: register a version, set `challenger` and apply the gate to `champion`.
+        log_model: store the model in the run's artifacts (default: only when registering;
+            a registered version needs it, an unregistered run would only pile up
+            ~100 MB per training in the artifact store).
         metrics_out: DVC metrics JSON file to write.
         progress: show progress bars.
 
@@ -178,6 +182,7 @@ def train_model(
             register=register,
             metrics_out=metrics_out,
             progress=progress,
+            log_model=register if log_model is None else log_model,
         )
     except MlflowException as exc:  # tracking store down, permissions, ...: one clear line
         raise ModelError(
@@ -194,6 +199,7 @@ def _run_training(
     register: bool,
     metrics_out: Path | None,
     progress: bool,
+    log_model: bool,
 ) -> TrainResult:
     from rakuten_mlops.data.prepare import load_split
     from rakuten_mlops.models.pipeline import ProductClassifier
@@ -263,16 +269,20 @@ def _run_training(
             },
         )
 
-        logger.info("logging the MLflow model")
-        tick = time.perf_counter()
         # Text only: local image paths mean nothing on the machine that serves the model.
         input_example = build_model_input(splits[EVAL_SPLIT].head(3)).assign(image_path="")
-        model_info = log_pyfunc_model(
-            classifier,
-            input_example,
-            registered_model_name=settings.model_name if register else None,
-        )
-        durations["log_model"] = time.perf_counter() - tick
+        model_info = None
+        if log_model or register:
+            logger.info("logging the MLflow model")
+            tick = time.perf_counter()
+            model_info = log_pyfunc_model(
+                classifier,
+                input_example,
+                registered_model_name=settings.model_name if register else None,
+            )
+            durations["log_model"] = time.perf_counter() - tick
+        else:
+            logger.info("model not logged to MLflow (not registered; --log-model stores it)")
 
         version: int | None = None
         aliases: dict[str, int] = {}

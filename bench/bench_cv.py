@@ -1,0 +1,414 @@
+"""Repeated stratified cross-validation of the classifier, its branches and the reference.
+
+One 1,412-row test slice cannot see a 1-point difference (its noise is about +-1.1 point).
+This benchmark scores every variant on the same K folds of the whole labelled sample
+(stratified by class, grouped by normalised text so a duplicate never scores itself),
+R times with other shuffles, and reports weighted F1 on the `full` rows (text_origin.csv)
+as mean +- standard deviation over the K x R folds, plus the paired difference with
+today's default (same folds: much less noisy than either score).
+
+Inside each fold the training part is split like the product splits its data (val =
+15 / 80 of it, `prepare.assign_splits`, grouped by text), and:
+
+* the reference (TF-IDF word 1-2-grams + LinearSVC) trains on the whole training part;
+* the branches train on train, the temperatures and fusions are fit on val: today's
+  default (`fusion.refit: false`), each branch alone, and other branch sets, whose fusions
+  are fit on the same val scores (no extra training);
+* `ProductClassifier.refit` then retrains every branch on train + val, keeping the fusion:
+  the new default (`fusion.refit: true`), exactly what `fit` does; the branch sets are
+  scored again with the refit branches.
+
+So each fold trains each branch twice (holdout, refit) and the reference once; images are
+decoded once for all folds (the image cache).
+
+    nice .venv/bin/python bench/bench_cv.py --source ../shared/data/rakuten-sample \
+        [--folds 5] [--repeats 1] [--params params.yaml] [--max-rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+
+from rakuten_mlops.config import load_params
+from rakuten_mlops.data.ingest import import_dataset
+from rakuten_mlops.data.prepare import assign_splits, load_split, prepare_dataset
+from rakuten_mlops.evaluation.metrics import compute_calibration, compute_classification_metrics
+from rakuten_mlops.features.text import normalize_for_dedup
+from rakuten_mlops.models.fusion import LogLinearFusion
+from rakuten_mlops.models.pipeline import ProductClassifier, _clean_column, _stack_images
+
+BENCH_DIR = Path(__file__).resolve().parent
+SPLITS = ("train", "val", "test", "unseen")
+# Branch sets fused on val (the image joins a set only where a product has an image).
+BRANCH_SETS: dict[str, tuple[str, ...]] = {
+    "sparse + image": ("sparse", "image"),
+    "text_nn + image": ("text_nn", "image"),
+    "sparse + text_nn (no image)": ("sparse", "text_nn"),
+    "sparse + text_nn + image": ("sparse", "text_nn", "image"),
+}
+
+sys.path.insert(0, str(BENCH_DIR))
+from bench_classifier import train_reference  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_sample(source: Path, work: Path, data_params: dict[str, Any]) -> pd.DataFrame:
+    """Every labelled product of `source`, cleaned by the project's import + prepare."""
+    raw, processed = work / "raw", work / "processed"
+    import_dataset(source, raw)
+    prepare_dataset(raw, processed, data_params)
+    frames = [load_split(processed, split) for split in SPLITS]
+    return pd.concat([f for f in frames if len(f)]).sort_index()
+
+
+def text_keys(frame: pd.DataFrame) -> pd.Series:
+    """Normalised title + description per row: duplicates share a key."""
+    return pd.Series(
+        [
+            normalize_for_dedup(str(t), str(d))
+            for t, d in zip(frame["designation"], frame["description"], strict=True)
+        ],
+        index=frame.index,
+    )
+
+
+def f1_scores(y_true: np.ndarray, y_pred: np.ndarray, full: np.ndarray) -> dict[str, float]:
+    """Weighted F1 on the `full` rows and on all rows."""
+    return {
+        "wf1_full": compute_classification_metrics(y_true[full], y_pred[full])["weighted_f1"],
+        "wf1_all": compute_classification_metrics(y_true, y_pred)["weighted_f1"],
+    }
+
+
+def timed_branch_scores(
+    clf: ProductClassifier, frame: pd.DataFrame
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """Raw scores per branch (as `ProductClassifier._branch_scores`), with each one's time."""
+    seconds: dict[str, float] = {}
+    tick = time.perf_counter()
+    titles = _clean_column(frame, "designation", required=True)
+    descriptions = _clean_column(frame, "description", required=False)
+    seconds["cleaning"] = time.perf_counter() - tick
+    scores: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    if clf.sparse is not None:
+        tick = time.perf_counter()
+        scores["sparse"] = clf.sparse.decision_function(titles, descriptions)
+        seconds["sparse"] = time.perf_counter() - tick
+    if clf.text_nn is not None:
+        tick = time.perf_counter()
+        scores["text_nn"] = clf.text_nn.predict_log_proba(titles, descriptions)
+        seconds["text_nn"] = time.perf_counter() - tick
+    if clf.image is not None:
+        tick = time.perf_counter()
+        images = clf._decode_images(frame)
+        rows = [i for i, image in enumerate(images) if image is not None]
+        image_scores = np.full((len(frame), len(clf.classes_)), np.nan)
+        if rows:
+            image_scores[rows] = clf.image.predict_log_proba(_stack_images(images, rows))
+        masks["image"] = np.zeros(len(frame), dtype=bool)
+        masks["image"][rows] = True
+        scores["image"] = image_scores
+        seconds["image"] = time.perf_counter() - tick
+    return scores, masks, seconds
+
+
+def fit_branch_set(
+    clf: ProductClassifier,
+    names: tuple[str, ...],
+    val_scores: dict[str, np.ndarray],
+    val_masks: dict[str, np.ndarray],
+    y_val: np.ndarray,
+) -> LogLinearFusion:
+    """The product's fusion (same temperatures, weights, bias penalty) over `names` only."""
+    fusion_params = clf.model_params.fusion
+    inputs = clf._fusion_inputs({name: val_scores[name] for name in names})
+    masks = {name: mask for name, mask in val_masks.items() if name in names}
+    fusion = LogLinearFusion(list(inputs), fusion_params.bias_l2, fusion_params.max_iter)
+    return fusion.fit(inputs, y_val, masks)
+
+
+def predict_branch_set(
+    clf: ProductClassifier,
+    fusion: LogLinearFusion,
+    names: tuple[str, ...],
+    scores: dict[str, np.ndarray],
+    masks: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Fused probabilities of a branch set."""
+    inputs = clf._fusion_inputs({name: scores[name] for name in names})
+    kept = {name: mask for name, mask in masks.items() if name in names}
+    return np.exp(fusion.predict_log_proba(inputs, kept))
+
+
+def run_fold(
+    frame: pd.DataFrame,
+    keys: pd.Series,
+    fit_rows: np.ndarray,
+    test_rows: np.ndarray,
+    model_params: dict[str, Any],
+    seed: int,
+    val_fraction: float,
+    *,
+    progress: bool,
+    throughput: bool,
+) -> dict[str, Any]:
+    """Every variant trained on `fit_rows` and scored on `test_rows`."""
+    fit_part, test = frame.iloc[fit_rows], frame.iloc[test_rows]
+    inner = assign_splits(keys.iloc[fit_rows], fit_part["prdtypecode"], {"val": val_fraction}, seed)
+    train, val = fit_part[inner.eq("train").to_numpy()], fit_part[inner.eq("val").to_numpy()]
+    y_test = test["prdtypecode"].to_numpy(dtype=np.int64)
+    full = (test["text_origin"] == "full").to_numpy()
+    out: dict[str, Any] = {
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_test": len(test),
+        "n_test_full": int(full.sum()),
+        "scores": {},
+        "fit_s": {},
+        "predict_s": {},
+    }
+    scores = out["scores"]
+
+    predicted, seconds = train_reference(fit_part, test)
+    scores["reference"] = f1_scores(y_test, predicted, full)
+    out["fit_s"]["reference"] = seconds
+
+    holdout = {**model_params, "fusion": {**model_params.get("fusion", {}), "refit": False}}
+    clf = ProductClassifier(holdout, seed=seed).fit(train, val, progress=progress)
+    classes = clf.classes_
+    y_val = np.searchsorted(classes, val["prdtypecode"].to_numpy(dtype=np.int64))
+    val_scores, val_masks, _ = timed_branch_scores(clf, val)
+    fusions = {
+        label: fit_branch_set(clf, names, val_scores, val_masks, y_val)
+        for label, names in BRANCH_SETS.items()
+        if all(name in val_scores for name in names)
+    }
+
+    for stage in ("holdout", "refit"):
+        if stage == "refit":
+            clf.refit(train, val, progress=progress)
+        test_scores, test_masks, predict_s = timed_branch_scores(clf, test)
+        out["predict_s"][stage] = {k: v / len(test) * 1000 for k, v in predict_s.items()}
+        for name in ("sparse", "text_nn"):
+            if name in test_scores:
+                pred = classes[test_scores[name].argmax(axis=1)]
+                scores[f"{name} alone, {stage}"] = f1_scores(y_test, pred, full)
+        if "image" in test_scores:
+            rows = test_masks["image"]
+            pred = classes[np.nan_to_num(test_scores["image"][rows]).argmax(axis=1)]
+            scores[f"image alone (rows with image), {stage}"] = {
+                **f1_scores(y_test[rows], pred, full[rows]),
+                "n": int(rows.sum()),
+            }
+        for label, fusion in fusions.items():
+            names = BRANCH_SETS[label]
+            probs = predict_branch_set(clf, fusion, names, test_scores, test_masks)
+            pred = classes[probs.argmax(axis=1)]
+            scores[f"{label}, {stage}"] = f1_scores(y_test, pred, full)
+        tick = time.perf_counter()
+        probs = clf.predict_proba(test)
+        product_s = time.perf_counter() - tick
+        pred = classes[probs.argmax(axis=1)]
+        label = "DEFAULT today (holdout)" if stage == "holdout" else "NEW DEFAULT (refit)"
+        scores[label] = f1_scores(y_test, pred, full)
+        scores[label]["ece"] = compute_calibration(probs.max(axis=1), pred == y_test).ece
+        out["predict_s"][stage]["product_with_images"] = product_s / len(test) * 1000
+        if throughput and stage == "refit":
+            text_only = test.assign(image_path="")
+            clf.predict(text_only.head(50))
+            tick = time.perf_counter()
+            clf.predict(text_only)
+            out["text_only_products_per_s"] = len(test) / (time.perf_counter() - tick)
+    out["fit_s"].update(clf.timings)
+    return out
+
+
+def summarize(folds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation over folds, and the paired difference with today's default."""
+    baseline = [f["scores"]["DEFAULT today (holdout)"]["wf1_full"] for f in folds]
+    table: dict[str, dict[str, float]] = {}
+    for name in folds[0]["scores"]:
+        full = np.array([f["scores"][name]["wf1_full"] for f in folds])
+        every = np.array([f["scores"][name]["wf1_all"] for f in folds])
+        diff = full - np.array(baseline)
+        table[name] = {
+            "wf1_full_mean": float(full.mean()),
+            "wf1_full_std": float(full.std(ddof=1)) if len(full) > 1 else 0.0,
+            "wf1_all_mean": float(every.mean()),
+            "wf1_all_std": float(every.std(ddof=1)) if len(every) > 1 else 0.0,
+            "diff_full_mean": float(diff.mean()),
+            "diff_full_std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+        }
+    return table
+
+
+def print_table(table: dict[str, dict[str, float]], folds: list[dict[str, Any]]) -> None:
+    """The cross-validated scores and the costs, side by side."""
+    n = len(folds)
+    print(f"\nweighted F1 over {n} folds (mean +- std); diff = paired, vs today's default")
+    print(f"{'model':<44} {'wF1 full rows':>16} {'wF1 all rows':>16} {'diff full (pts)':>16}")
+    for name, row in table.items():
+        print(
+            f"{name:<44} {row['wf1_full_mean']:>8.4f} +-{row['wf1_full_std']:.4f} "
+            f"{row['wf1_all_mean']:>8.4f} +-{row['wf1_all_std']:.4f} "
+            f"{100 * row['diff_full_mean']:>+8.2f} +-{100 * row['diff_full_std']:.2f}"
+        )
+    fit_keys = sorted({k for f in folds for k in f["fit_s"]})
+    print("\ntraining time per fold, mean seconds (fit/* on train, refit/* on train + val):")
+    for key in fit_keys:
+        values = [f["fit_s"][key] for f in folds if key in f["fit_s"]]
+        print(f"  {key:<24} {np.mean(values):8.1f}")
+    print("\nprediction time, ms per product (mean over folds):")
+    for stage in ("holdout", "refit"):
+        keys = sorted({k for f in folds for k in f["predict_s"][stage]})
+        cells = ", ".join(
+            f"{k} {np.mean([f['predict_s'][stage][k] for f in folds]):.3f}" for k in keys
+        )
+        print(f"  {stage}: {cells}")
+    speeds = [f["text_only_products_per_s"] for f in folds if "text_only_products_per_s" in f]
+    if speeds:
+        print(f"text-only batch prediction, new default: {np.mean(speeds):,.0f} products/s")
+    print(f"peak RSS {peak_rss_mb():,.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="official-layout sample")
+    parser.add_argument("--params", type=Path, default=BENCH_DIR.parent / "params.yaml")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--max-rows", type=int, default=0, help="subsample (smoke runs)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "rakuten-bench-cv"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results JSON")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-image",
+        action="store_true",
+        help="leave the image CNN out of every variant (about half the training time)",
+    )
+    parser.add_argument(
+        "--only-folds",
+        default="",
+        help="comma-separated fold numbers (0-based, over repeats) to run in this process; "
+        "run several processes and merge their JSON files with --merge",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="*", default=None, help="print the table of these JSON files"
+    )
+    args = parser.parse_args(argv)
+    if args.merge:
+        merged = [
+            fold
+            for path in args.merge
+            for fold in json.loads(path.read_text(encoding="utf-8"))["folds"]
+        ]
+        merged.sort(key=lambda f: (f["repeat"], f["fold"]))
+        print_table(summarize(merged), merged)
+        return 0
+
+    params = load_params(args.params)
+    seed = int(params.get("seed", 42))
+    data_params = dict(params.get("data") or {})
+    model_params = dict(params.get("model") or {})
+    model_params["image"] = {
+        **(model_params.get("image") or {}),
+        "cache_dir": str(args.work_dir / "image_cache"),
+    }
+    if args.no_image:
+        model_params["image"]["enabled"] = False
+    # The product's proportions: val is `val_size` of train + val.
+    val_fraction = float(data_params.get("val_size", 0.15)) / (
+        1.0 - float(data_params.get("test_size", 0.15)) - float(data_params.get("unseen_size", 0))
+    )
+    frame = load_sample(args.source, args.work_dir, data_params)
+    if args.max_rows:
+        frame = frame.sample(n=min(args.max_rows, len(frame)), random_state=seed).sort_index()
+    keys = text_keys(frame)
+    groups = pd.factorize(keys)[0]
+    labels = frame["prdtypecode"].to_numpy()
+    print(
+        f"{len(frame):,} labelled products ({int((frame.text_origin == 'full').sum()):,} full "
+        f"rows, {int(frame.has_image.sum())} with an image); {args.folds} folds x "
+        f"{args.repeats} repeat(s); inner val fraction {val_fraction:.4f}",
+        flush=True,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    selected = {int(i) for i in args.only_folds.split(",") if i.strip()}
+    out_path = args.out or BENCH_DIR / "results" / f"cv_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    folds: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for repeat in range(args.repeats):
+        splitter = StratifiedGroupKFold(args.folds, shuffle=True, random_state=seed + repeat)
+        for fold, (fit_rows, test_rows) in enumerate(splitter.split(frame, labels, groups)):
+            if selected and repeat * args.folds + fold not in selected:
+                continue
+            tick = time.perf_counter()
+            result = run_fold(
+                frame,
+                keys,
+                fit_rows,
+                test_rows,
+                model_params,
+                seed,
+                val_fraction,
+                progress=not args.no_progress,
+                throughput=fold == 0 and repeat == 0,
+            )
+            result.update(repeat=repeat, fold=fold, seconds=time.perf_counter() - tick)
+            folds.append(result)
+            s = result["scores"]
+            print(
+                f"repeat {repeat} fold {fold}: {result['seconds']:.0f}s | reference "
+                f"{s['reference']['wf1_full']:.4f} | today {s['DEFAULT today (holdout)']['wf1_full']:.4f}"
+                f" | new {s['NEW DEFAULT (refit)']['wf1_full']:.4f} (full rows)",
+                flush=True,
+            )
+            out_path.write_text(
+                json.dumps(
+                    {
+                        "args": {k: str(v) for k, v in vars(args).items()},
+                        "params": params,
+                        "machine": {
+                            "python": platform.python_version(),
+                            "cpu": platform.processor(),
+                        },
+                        "folds": folds,
+                        "summary": summarize(folds),
+                        "elapsed_s": time.perf_counter() - started,
+                    },
+                    indent=2,
+                    default=str,
+                ),
+                encoding="utf-8",
+            )
+    print_table(summarize(folds), folds)
+    print(f"total {time.perf_counter() - started:.0f}s; results: {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
