@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps test test-fast lint format bench bench-api mlflow-ui clean lock
+.PHONY: help install run pipeline serve system-deps airflow-venv test test-fast lint format bench bench-api mlflow-ui clean lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,26 +44,31 @@ pipeline: install ## Run only the pipeline (import -> validate -> prepare -> tra
 
 serve: install ## Serve the registry champion on 127.0.0.1:8000 in the foreground (Ctrl+C stops)
 	@echo "Prediction service: http://$(SERVE_HOST):$(SERVE_PORT)  (API docs: http://$(SERVE_HOST):$(SERVE_PORT)/docs)"
-	@echo "Example: curl -s -F 'designation=Télémaque - Je ne sais quoi de pur et de sublime' -F 'image=@$(RAKUTEN_SOURCE)/images/image_train/image_1000076039_product_580161.jpg' http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict"
+	@echo "Log in (the admin password is RAKUTEN_ADMIN_PASSWORD, or the one-time password printed below):"
+	@echo "  TOKEN=\$$(curl -s -d username=admin -d password=PASSWORD http://$(SERVE_HOST):$(SERVE_PORT)/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+	@echo "Example: curl -s -H \"Authorization: Bearer \$$TOKEN\" -F 'designation=Télémaque - Je ne sais quoi de pur et de sublime' -F 'image=@$(RAKUTEN_SOURCE)/images/image_train/image_1000076039_product_580161.jpg' http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict"
 	$(CLI) serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 system-deps: ## Install the system packages the tests start (PostgreSQL, redis, prometheus, chromium, nginx...)
 	bash scripts/install-system-deps.sh
 
-test: install system-deps ## Run the whole test suite (installs what it needs first)
+airflow-venv: ## Build .venv-airflow (Airflow and the DAGs' needs, apart from the service's venv)
+	bash scripts/airflow-venv.sh
+
+test: install system-deps airflow-venv ## Run the whole test suite (installs what it needs first)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## Run the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## Lint and type-check (ruff + mypy)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench orchestration
+	$(VENV)/bin/ruff format --check src tests bench orchestration
 	$(VENV)/bin/mypy
 
 format: install ## Format the code and fix what ruff can fix
-	$(VENV)/bin/ruff format src tests bench
-	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench orchestration
+	$(VENV)/bin/ruff check --fix src tests bench orchestration
 
 bench: install ## Benchmark quality and speed on the shared sample (prints numbers)
 	$(PY) bench/bench_classifier.py --source $(RAKUTEN_SOURCE)

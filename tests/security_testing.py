@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -23,6 +24,8 @@ SECURITY_SETTINGS: dict[str, Any] = {
     "rate_limit_api": "off",
     "rate_limit_token": "off",
 }
+# The auth and limit tests also run on PostgreSQL (fixture `service_db` in tests/api).
+ON_BOTH_DATABASES = pytest.mark.parametrize("service_db", ["sqlite", "postgresql"], indirect=True)
 SECURITY_ENV = {f"RAKUTEN_{key.upper()}": str(value) for key, value in SECURITY_SETTINGS.items()}
 
 

@@ -156,8 +156,9 @@ class ParamsError(RakutenError, ValueError):
 
 # Top-level sections of params.yaml (each is checked key by key by the code that reads it).
 PARAMS_SECTIONS = ("seed", "data", "model", "gate", "evaluate")
-# Keys of its `data:` section (values checked by `data.prepare.SplitParams`).
-DATA_PARAMS_KEYS = ("source", "val_size", "test_size", "unseen_size", "seed")
+# Keys of its `data:` section (values checked by `data.prepare.SplitParams`; `feedback` by
+# `data.feedback.FeedbackParams`).
+DATA_PARAMS_KEYS = ("source", "val_size", "test_size", "unseen_size", "seed", "feedback")
 
 
 def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:

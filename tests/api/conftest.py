@@ -160,3 +160,14 @@ def postgres_url(postgres_port: int) -> Iterator[str]:
         "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
         "-c", f"DROP ROLE IF EXISTS {name}",
     )  # fmt: skip
+
+
+# Security
+@pytest.fixture
+def service_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The service database URL: SQLite in `tmp_path`, or a throwaway PostgreSQL database
+    when a test is parametrized with `security_testing.ON_BOTH_DATABASES`."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path}/service.db"

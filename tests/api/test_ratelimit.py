@@ -22,7 +22,13 @@ from rakuten_mlops.serving.ratelimit import (
     RedisLimiter,
     parse_rate,
 )
-from security_testing import ADMIN_PASSWORD, ADMIN_USERNAME, api_key_for, headers_for
+from security_testing import (
+    ADMIN_PASSWORD,
+    ADMIN_USERNAME,
+    ON_BOTH_DATABASES,
+    api_key_for,
+    headers_for,
+)
 from service_testing import ServerProcess, TinyModel, free_port
 
 
@@ -85,10 +91,12 @@ def test_memory_limiter_counts_per_key_and_says_when_to_retry() -> None:
     asyncio.run(scenario())
 
 
+@ON_BOTH_DATABASES
 def test_sixth_prediction_in_a_minute_gets_429_while_another_user_is_served(
-    start_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+    start_client: Callable[..., TestClient], make_settings: Callable[..., Settings], service_db: str
 ) -> None:
-    client = start_client(make_settings(rate_limit_predict="5/minute"), authenticated=False)
+    settings = make_settings(rate_limit_predict="5/minute", database_url=service_db)
+    client = start_client(settings, authenticated=False)
     alice = headers_for(client, "alice", "client")
     bob = headers_for(client, "bob", "client")
     for i in range(5):

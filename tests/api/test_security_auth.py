@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from rakuten_mlops.serving.app import create_app
 from security_testing import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
+    ON_BOTH_DATABASES,
     TEST_JWT_SECRET,
     api_key_for,
     bearer,
@@ -44,10 +46,12 @@ RANK = {"client": 0, "reviewer": 1, "admin": 2}
 
 @pytest.fixture
 def anonymous(
-    start_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+    start_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    service_db: str,
 ) -> TestClient:
-    """A ready client that sends no credential."""
-    return start_client(make_settings(), authenticated=False)
+    """A ready client that sends no credential (SQLite, or PostgreSQL when parametrized)."""
+    return start_client(make_settings(database_url=service_db), authenticated=False)
 
 
 def _call(client: TestClient, method: str, path: str, **kwargs: object) -> int:
@@ -67,6 +71,7 @@ def test_every_v1_route_refuses_anonymous_calls(anonymous: TestClient) -> None:
     assert anonymous.get("/ready").status_code == 200
 
 
+@ON_BOTH_DATABASES
 def test_roles_matrix(anonymous: TestClient) -> None:
     users = {role: headers_for(anonymous, f"{role}-user", role) for role in RANK}
     for method, path, kwargs, lowest in ROUTES:
@@ -113,6 +118,7 @@ def _unsigned(claims: dict[str, object]) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
+@ON_BOTH_DATABASES
 def test_bad_tokens_are_refused(anonymous: TestClient) -> None:
     settings: Settings = app_of(anonymous).state.settings
     good = token_for(anonymous, ADMIN_USERNAME)
@@ -145,6 +151,7 @@ def test_bad_tokens_are_refused(anonymous: TestClient) -> None:
     assert "expired" in anonymous.get("/v1/model", headers=bearer(expired)).json()["detail"]
 
 
+@ON_BOTH_DATABASES
 def test_disabled_user_and_role_change_take_effect_at_once(anonymous: TestClient) -> None:
     admin = bearer(token_for(anonymous, ADMIN_USERNAME))
     reviewer = headers_for(anonymous, "rita", "reviewer")
@@ -160,6 +167,7 @@ def test_disabled_user_and_role_change_take_effect_at_once(anonymous: TestClient
     assert refused.status_code == 401
 
 
+@ON_BOTH_DATABASES
 def test_api_keys_shown_once_hashed_revocable(anonymous: TestClient) -> None:
     admin = bearer(token_for(anonymous, ADMIN_USERNAME))
     make_user(anonymous, "merchant", "client")
@@ -200,6 +208,7 @@ def test_api_key_of_a_disabled_user_is_refused(anonymous: TestClient) -> None:
     assert anonymous.get("/v1/predictions", headers={"X-API-Key": key}).status_code == 401
 
 
+@ON_BOTH_DATABASES
 def test_admin_manages_users(anonymous: TestClient) -> None:
     admin = bearer(token_for(anonymous, ADMIN_USERNAME))
     new = {"username": "carla", "password": "carla's passphrase", "role": "reviewer"}
@@ -226,6 +235,7 @@ def test_admin_manages_users(anonymous: TestClient) -> None:
     assert anonymous.patch("/v1/admin/users/ghost", json={}, headers=admin).status_code == 404
 
 
+@ON_BOTH_DATABASES
 def test_token_endpoint(anonymous: TestClient) -> None:
     response = anonymous.post(
         "/token", data={"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
@@ -280,10 +290,15 @@ def test_passwords_and_tokens_never_returned_or_logged(
     texts.append(anonymous.get("/v1/admin/users", headers=admin).text)
     key = api_key_for(anonymous, "dora")
     texts.append(anonymous.get("/v1/model", headers={"X-API-Key": key}).text)
-    app_of(anonymous).state.recorder.flush()
     settings: Settings = app_of(anonymous).state.settings
     assert settings.log_file is not None
-    log_file = settings.log_file.read_text(encoding="utf-8")
+    # Log records are written by a listener thread, in order: wait for the last request's.
+    anonymous.get("/v1/model", headers={**admin, "X-Request-ID": "last-request"})
+    deadline = time.monotonic() + 10
+    log_file = ""
+    while '"request_id": "last-request"' not in log_file and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log_file = settings.log_file.read_text(encoding="utf-8")
     stdout = capsys.readouterr().out
     assert '"route": "/token"' in log_file  # the JSON log did record these requests
     for secret in (

@@ -247,7 +247,9 @@ def test_the_test_split_does_not_move_with_unseen_or_val_size(raw: Path, tmp_pat
 def test_unknown_data_keys_are_refused_with_the_valid_ones(
     raw: Path, tmp_path: Path, key: str
 ) -> None:
-    with pytest.raises(ParamsError, match=rf"unknown key\(s\) {key} \(valid keys: seed, source"):
+    with pytest.raises(
+        ParamsError, match=rf"unknown key\(s\) {key} \(valid keys: feedback, seed, source"
+    ):
         prepare_dataset(raw, tmp_path / "processed", {**PARAMS, key: 0.3})
     assert not (tmp_path / "processed").exists()
 
@@ -393,7 +395,7 @@ def test_cli_prepare_reports_bad_params_without_traceback(raw: Path, tmp_path: P
         ),
         (
             "data:\n  val_sise: 0.30\n",
-            "unknown key(s) under `data`: val_sise (valid keys: seed, source, test_size, "
+            "unknown key(s) under `data`: val_sise (valid keys: feedback, seed, source, test_size, "
             "unseen_size, val_size)",
         ),
         ("data: [0.3]\n", "`data` must be a mapping"),

@@ -6,6 +6,7 @@ import typer
 
 from rakuten_mlops import __version__
 from rakuten_mlops.cli._common import configure_logging
+from rakuten_mlops.cli.continuous import register_continuous_commands
 from rakuten_mlops.cli.data import data_app
 from rakuten_mlops.cli.model import register_model_commands
 from rakuten_mlops.cli.monitoring import monitor_app
@@ -25,6 +26,7 @@ register_model_commands(app)
 app.add_typer(registry_app, name="registry")
 register_service_commands(app)
 app.add_typer(monitor_app, name="monitor")
+register_continuous_commands(app)
 register_users_commands(app)
 
 

@@ -102,6 +102,12 @@ def prepare(
     params: Annotated[
         Path | None, typer.Option(help="Parameters file (default: params.yaml).")
     ] = None,
+    feedback_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feedback layer merged into the training split (default: data.feedback.dir)."
+        ),
+    ] = None,
 ) -> None:
     """Clean text, resolve images and write a deterministic, leakage-free split."""
     from rakuten_mlops.data.prepare import prepare_dataset
@@ -109,6 +115,27 @@ def prepare(
     settings = get_settings()
     parameters = load_params(params or settings.params_file)
     result = prepare_dataset(
-        raw_dir or settings.raw_dir, out_dir or settings.processed_dir, parameters.get("data", {})
+        raw_dir or settings.raw_dir,
+        out_dir or settings.processed_dir,
+        parameters.get("data", {}),
+        feedback_dir=feedback_dir,
     )
+    console.print(result.summary(), markup=False, soft_wrap=True)
+
+
+@data_app.command("check-input")
+@handle_errors
+def check_input(
+    input_csv: Annotated[Path, typer.Option("--input", help="CSV in the official X layout.")],
+    need_image_ids: Annotated[
+        bool, typer.Option(help="Also require `productid` and `imageid` (to find images).")
+    ] = False,
+    max_rows: Annotated[
+        int | None, typer.Option(help="Refuse files with more rows than this.", min=1)
+    ] = None,
+) -> None:
+    """Check a CSV of new listings the way `predict` reads it (no model needed)."""
+    from rakuten_mlops.inference.check import check_input_csv
+
+    result = check_input_csv(input_csv, need_image_ids=need_image_ids, max_rows=max_rows)
     console.print(result.summary(), markup=False, soft_wrap=True)

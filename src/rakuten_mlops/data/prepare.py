@@ -4,12 +4,16 @@ Reads the raw layer (never modifies it) and writes, atomically, into the process
 
 * `{train,val,test,unseen}.parquet` with exactly `schema.PROCESSED_COLUMNS`;
 * `splits/<split>.txt`, the official indexes of each split, one per line;
-* `metadata.json`: where the raw data was, parameters, sizes, class counts, manifest hash.
+* `metadata.json`: where the raw data was, parameters, sizes, class counts, manifest hash;
+* `feedback_report.json` and `feedback_holdout.parquet`: what the reviewers' corrections
+  (`data/feedback`, params `data.feedback`) added to the training split, and the recent
+  feedback products held out to compare models on (`data/feedback.py`).
 
 The split is stratified by class and grouped by normalised text: products whose
 `normalize_for_dedup(designation, description)` is the same always land in the same
 split, so a duplicate cannot leak from train into evaluation. It depends only on the data
-and the seed (no global random state), so it is the same on every run.
+and the seed (no global random state), so it is the same on every run. Feedback rows only
+ever join the training split: val, test and unseen are the same with or without them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from rakuten_mlops.config import DATA_PARAMS_KEYS, ParamsError
+from rakuten_mlops.data.feedback import (
+    FEEDBACK_HOLDOUT_FILE,
+    FEEDBACK_REPORT_FILE,
+    FeedbackMerge,
+    count_classes,
+)
 from rakuten_mlops.data.manifest import sha256_file
 from rakuten_mlops.data.schema import (
     CATEGORY_NAMES,
@@ -119,6 +129,7 @@ class PrepareResult:
     class_counts: dict[str, dict[int, int]]
     seed: int
     files: list[Path] = field(default_factory=list)
+    feedback: FeedbackMerge | None = None
 
     def summary(self) -> str:
         """Sizes and a compact class-count table per split."""
@@ -142,17 +153,22 @@ class PrepareResult:
             + "".join(f"{self.images[s]:>8,}" for s in SPLITS)
             + f"{sum(self.images.values()):>8,}"
         )
+        if self.feedback is not None:
+            lines.append(self.feedback.summary())
         return "\n".join(lines)
 
 
-def prepare_dataset(raw_dir: Path, out_dir: Path, params: dict[str, Any]) -> PrepareResult:
-    """Build the processed layer from the raw layer.
+def prepare_dataset(
+    raw_dir: Path, out_dir: Path, params: dict[str, Any], *, feedback_dir: Path | None = None
+) -> PrepareResult:
+    """Build the processed layer from the raw layer (and the feedback layer).
 
     Args:
         raw_dir: the raw directory (official layout, see `data import`).
         out_dir: the processed directory (created if needed).
         params: the `data:` section of params.yaml (`val_size`, `test_size`,
-            `unseen_size`, `seed`).
+            `unseen_size`, `seed`, `feedback`).
+        feedback_dir: the feedback layer (default: `data.feedback.dir`).
 
     Raises:
         DataError: the raw data is missing or unusable.
@@ -171,6 +187,9 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, params: dict[str, Any]) -> Pre
         dedup_keys(products), products[TARGET_COL], split_params.fractions(), split_params.seed
     )
     frames = {name: processed[splits.to_numpy() == name].reset_index(drop=True) for name in SPLITS}
+    frames, holdout, feedback = _merge_feedback_layer(
+        frames, params, split_params.seed, raw_dir, feedback_dir
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SPLITS_DIR).mkdir(exist_ok=True)
@@ -184,12 +203,17 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, params: dict[str, Any]) -> Pre
         out_dir=out_dir,
         sizes={name: len(frame) for name, frame in frames.items()},
         images={name: int(frame["has_image"].sum()) for name, frame in frames.items()},
-        class_counts={
-            name: {int(k): int(v) for k, v in frame[TARGET_COL].value_counts().sort_index().items()}
-            for name, frame in frames.items()
-        },
+        class_counts={name: count_classes(frame[TARGET_COL]) for name, frame in frames.items()},
         seed=split_params.seed,
         files=files,
+        feedback=feedback,
+    )
+    files.append(_write_atomic(out_dir / FEEDBACK_HOLDOUT_FILE, _parquet_bytes(holdout)))
+    files.append(
+        _write_atomic(
+            out_dir / FEEDBACK_REPORT_FILE,
+            (json.dumps(feedback.to_dict(), indent=2) + "\n").encode(),
+        )
     )
     metadata = _metadata(raw_dir, out_dir, split_params, result)
     files.append(
@@ -199,6 +223,47 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, params: dict[str, Any]) -> Pre
         )
     )
     return result
+
+
+def _merge_feedback_layer(
+    frames: dict[str, pd.DataFrame],
+    params: dict[str, Any],
+    seed: int,
+    raw_dir: Path,
+    feedback_dir: Path | None,
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, FeedbackMerge]:
+    """Merge `data/feedback` into train; image paths relative to the raw dir like the rest."""
+    from rakuten_mlops.data.feedback import (
+        FeedbackParams,
+        load_feedback_layer,
+        merge_feedback,
+        processed_image_path,
+    )
+
+    feedback_params = FeedbackParams.from_mapping(params.get("feedback"))
+    directory = Path(feedback_dir) if feedback_dir is not None else Path(feedback_params.dir)
+    layer = load_feedback_layer(directory) if feedback_params.enabled else None
+    if layer is None:
+        layer = frames["train"].iloc[0:0].assign(batch="", product_key="")
+    frames, holdout, report = merge_feedback(frames, layer, feedback_params, seed)
+    for frame in (frames["train"], holdout):
+        from_feedback = frame["text_origin"].eq("feedback")
+        frame.loc[from_feedback, "image_path"] = [
+            processed_image_path(p, raw_dir) for p in frame.loc[from_feedback, "image_path"]
+        ]
+    return frames, holdout, report
+
+
+def load_feedback_holdout(processed_dir: Path) -> pd.DataFrame:
+    """The held-out recent feedback products of a processed dir (empty when there are none).
+
+    Raises:
+        DataError: the processed dir or its files are unreadable.
+    """
+    path = Path(processed_dir) / FEEDBACK_HOLDOUT_FILE
+    if not path.is_file():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in PROCESSED_COLUMNS})
+    return _read_processed(Path(processed_dir), path)
 
 
 def find_usable_images(raw_dir: Path, products: pd.DataFrame) -> pd.Series:
@@ -313,7 +378,10 @@ def load_split(processed_dir: Path, split: str) -> pd.DataFrame:
     processed_dir = Path(processed_dir)
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
-    path = processed_dir / f"{split}.parquet"
+    return _read_processed(processed_dir, processed_dir / f"{split}.parquet")
+
+
+def _read_processed(processed_dir: Path, path: Path) -> pd.DataFrame:
     meta_path = processed_dir / PROCESSED_METADATA_FILE
     for needed in (path, meta_path):
         if not needed.is_file():
@@ -373,6 +441,11 @@ def _metadata(
         "class_counts": {
             name: {str(code): n for code, n in counts.items()}
             for name, counts in result.class_counts.items()
+        },
+        "feedback": {
+            "batches": result.feedback.batches if result.feedback else [],
+            "merged": result.feedback.merged if result.feedback else 0,
+            "holdout": result.feedback.holdout if result.feedback else 0,
         },
     }
 

@@ -1,0 +1,164 @@
+"""Shared helpers of the Rakuten DAGs: configuration lookup and the retrain decision.
+
+Standard library only, nothing read at import time: the scheduler imports this module with
+every DAG file. Listed in `.airflowignore` (it defines no DAG).
+
+Configuration: Airflow Variables, which Airflow also reads from `AIRFLOW_VAR_<NAME>`
+environment variables (e.g. `AIRFLOW_VAR_RAKUTEN_CLI=/opt/rakuten/.venv/bin/rakuten-mlops`):
+
+| Variable | default | meaning |
+| --- | --- | --- |
+| `rakuten_cli` | `rakuten-mlops` | the project's CLI (its venv, not Airflow's) |
+| `rakuten_project_dir` | the worker's current directory | where the CLI runs (`params.yaml`, `data/`) |
+| `rakuten_work_dir` | `<project>/reports/airflow` | JSON outputs of the runs (drift, quality, decisions) |
+| `rakuten_batch_dir` | `<project>/data/batch` | `inbox/`, `processing/`, `outbox/`, `done/`, `rejected/` |
+| `rakuten_batch_model` | `models:/rakuten-product-classifier@champion` | model of `batch_scoring` |
+| `rakuten_batch_settle_s` | `30` | a file must be this old (seconds) to be picked up |
+| `rakuten_drift_window` | `1d` | window of `monitor drift` / `monitor quality` |
+| `rakuten_drift_share_max` | `0.5` | retrain when this share of the columns drift (or Evidently's verdict says drift) |
+| `rakuten_quality_min_labels` | `30` | labels needed before online quality can trigger anything |
+| `rakuten_quality_min_accuracy` | `0.70` | retrain when the champion's online accuracy falls below |
+| `rakuten_quality_max_gap` | `0.10` | retrain when online accuracy is this far below the expected (confidence) one |
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, str] = {
+    "rakuten_cli": "rakuten-mlops",
+    "rakuten_project_dir": "",
+    "rakuten_work_dir": "",
+    "rakuten_batch_dir": "",
+    "rakuten_batch_model": "models:/rakuten-product-classifier@champion",
+    "rakuten_batch_settle_s": "30",
+    "rakuten_drift_window": "1d",
+    "rakuten_drift_share_max": "0.5",
+    "rakuten_quality_min_labels": "30",
+    "rakuten_quality_min_accuracy": "0.70",
+    "rakuten_quality_max_gap": "0.10",
+}
+
+
+def setting(name: str) -> str:
+    """An Airflow Variable (or `AIRFLOW_VAR_<NAME>`), else the default above. Task-time only."""
+    from airflow.sdk import Variable
+
+    value = Variable.get(name, default=None)
+    return str(value) if value not in (None, "") else DEFAULTS[name]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the DAGs run the CLI and keep their files."""
+
+    cli: str
+    project: Path
+    work: Path
+    batch: Path
+
+
+def paths() -> Paths:
+    """The configured paths (task-time only)."""
+    project = Path(setting("rakuten_project_dir") or Path.cwd()).resolve()
+    work = Path(setting("rakuten_work_dir") or project / "reports" / "airflow")
+    batch = Path(setting("rakuten_batch_dir") or project / "data" / "batch")
+    return Paths(cli=setting("rakuten_cli"), project=project, work=work, batch=batch)
+
+
+def q(value: object) -> str:
+    """Shell-quote a value for a bash command."""
+    return shlex.quote(str(value))
+
+
+def run_file(kind: str, run_id: str, directory: Path) -> Path:
+    """A per-run output file: same run (and its retries) -> same file."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id or "manual")
+    return directory / kind / f"{safe}.json"
+
+
+def json_to_file(command: str, target: Path, project: Path) -> str:
+    """A bash command that runs `command` (printing JSON) into `target` atomically.
+
+    The last line printed is the target path (the task's XCom).
+    """
+    part = target.with_name(f".{target.name}.part")
+    return (
+        f"set -euo pipefail; cd {q(project)}; mkdir -p {q(target.parent)}; "
+        f"{command} > {q(part)}; mv {q(part)} {q(target)}; echo {q(target)}"
+    )
+
+
+def read_json(path: str | Path | None) -> Any:
+    """The JSON in `path` (None when there is no such file)."""
+    if not path or not Path(path).is_file():
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When drift or online quality warrants a retraining."""
+
+    drift_share_max: float = 0.5
+    quality_min_labels: int = 30
+    quality_min_accuracy: float = 0.70
+    quality_max_gap: float = 0.10
+
+    @classmethod
+    def from_settings(cls) -> Thresholds:
+        """From the Airflow Variables (task-time only)."""
+        return cls(
+            drift_share_max=float(setting("rakuten_drift_share_max")),
+            quality_min_labels=int(setting("rakuten_quality_min_labels")),
+            quality_min_accuracy=float(setting("rakuten_quality_min_accuracy")),
+            quality_max_gap=float(setting("rakuten_quality_max_gap")),
+        )
+
+
+def needs_retrain(
+    drift: dict[str, Any] | None, quality: dict[str, Any] | None, limits: Thresholds
+) -> tuple[bool, list[str]]:
+    """Whether the drift summary or the online quality calls for a retraining, and why.
+
+    Args:
+        drift: `rakuten-mlops monitor drift --json` (`dataset_drift`, `drift_share`,
+            `drifted_columns`), or None when it did not run.
+        quality: `rakuten-mlops monitor quality --json` (`rows`: one per model version and
+            variant with `labels`, `accuracy`, `expected_accuracy_labelled` /
+            `expected_accuracy`), or None.
+    """
+    reasons: list[str] = []
+    if drift:
+        share = float(drift.get("drift_share") or 0.0)
+        columns = ", ".join(map(str, drift.get("drifted_columns") or [])) or "none"
+        if drift.get("dataset_drift"):
+            reasons.append(f"dataset drift detected (share {share:.2f}; columns: {columns})")
+        elif share >= limits.drift_share_max:
+            reasons.append(
+                f"drift share {share:.2f} >= {limits.drift_share_max:.2f} (columns: {columns})"
+            )
+    for row in (quality or {}).get("rows") or []:
+        if row.get("variant") != "champion" or row.get("shadow"):
+            continue
+        labels = int(row.get("labels") or 0)
+        accuracy = row.get("accuracy")
+        if labels < limits.quality_min_labels or accuracy is None:
+            continue
+        who = f"champion v{row.get('model_version')} ({labels} labels)"
+        if accuracy < limits.quality_min_accuracy:
+            reasons.append(
+                f"{who}: online accuracy {accuracy:.3f} < {limits.quality_min_accuracy:.3f}"
+            )
+        expected = row.get("expected_accuracy_labelled") or row.get("expected_accuracy")
+        if expected is not None and expected - accuracy >= limits.quality_max_gap:
+            reasons.append(
+                f"{who}: online accuracy {accuracy:.3f} is {expected - accuracy:.3f} below "
+                f"the expected {expected:.3f} (>= {limits.quality_max_gap:.3f})"
+            )
+    return bool(reasons), reasons

@@ -1,0 +1,1 @@
+"""Simulated production traffic against the running service (`simulate traffic`)."""
