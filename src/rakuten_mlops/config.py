@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     service_url: str = "http://127.0.0.1:8000"
     service_api_key: SecretStr | None = None
 
+    # Monitoring
+    # A drift check needs at least this many predictions in its window.
+    drift_min_rows: int = Field(default=50, ge=1)
+    # Dataset drift when at least this share of the descriptor columns drift.
+    drift_share: float = Field(default=0.3, gt=0.0, le=1.0)
+    # Held-out split the model predicts once to give the reference its predictions.
+    drift_heldout_split: str = "test"
+    # Rolling window of the online quality (`monitor quality`, Prometheus gauges).
+    quality_window_days: float = Field(default=7.0, gt=0.0)
+    # The service re-reads the drift and quality gauges from its database at most this often.
+    monitoring_cache_s: float = Field(default=30.0, ge=0.0)
+
     # Security
     # HS256 signing key of access tokens (at least 32 characters outside dev).
     jwt_secret: SecretStr | None = None

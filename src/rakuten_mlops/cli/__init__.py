@@ -9,6 +9,7 @@ from rakuten_mlops.cli._common import configure_logging
 from rakuten_mlops.cli.continuous import register_continuous_commands
 from rakuten_mlops.cli.data import data_app
 from rakuten_mlops.cli.model import register_model_commands
+from rakuten_mlops.cli.monitoring import monitor_app
 from rakuten_mlops.cli.registry import registry_app
 from rakuten_mlops.cli.score import register_score_command
 from rakuten_mlops.cli.service import register_service_commands
@@ -25,6 +26,7 @@ app.add_typer(data_app, name="data")
 register_model_commands(app)
 app.add_typer(registry_app, name="registry")
 register_service_commands(app)
+app.add_typer(monitor_app, name="monitor")
 register_continuous_commands(app)
 register_users_commands(app)
 register_score_command(app)

@@ -64,6 +64,29 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
+class DriftRun(Base):
+    """One `monitor drift` run: its verdict, per-column scores and where its reports are."""
+
+    __tablename__ = "drift_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    window_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    current_rows: Mapped[int] = mapped_column(Integer)
+    reference_rows: Mapped[int] = mapped_column(Integer)
+    reference: Mapped[str] = mapped_column(String(64))
+    model_uri: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    dataset_drift: Mapped[bool] = mapped_column(Boolean)
+    drift_share: Mapped[float] = mapped_column(Float)
+    drifted_columns: Mapped[list[str]] = mapped_column(JSON)
+    column_scores: Mapped[dict[str, float]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+    report_html: Mapped[str | None] = mapped_column(Text)
+    report_json: Mapped[str | None] = mapped_column(Text)
+
+
 class User(Base):
     """A user of the service: a role, an argon2 password hash, and whether it may log in."""
 

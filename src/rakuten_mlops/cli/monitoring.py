@@ -1,0 +1,139 @@
+"""`rakuten-mlops monitor drift | quality`: is production drifting, how good is the model online."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rakuten_mlops.cli._common import console, handle_errors
+from rakuten_mlops.config import get_settings
+
+monitor_app = typer.Typer(
+    help="Production monitoring: data drift against the training data, online quality.",
+    no_args_is_help=True,
+)
+
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="Window ending now (or at --to): 30m, 12h, 7d, 2w. Default 7d."),
+]
+FromOption = Annotated[
+    datetime | None,
+    typer.Option("--from", help="Window start (ISO date or time, UTC when no offset)."),
+]
+ToOption = Annotated[
+    datetime | None, typer.Option("--to", help="Window end (ISO date or time; default now).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@monitor_app.command("drift")
+@handle_errors
+def drift(
+    since: SinceOption = None,
+    start: FromOption = None,
+    end: ToOption = None,
+    reference: Annotated[
+        str, typer.Option(help="Processed split the production products are compared with.")
+    ] = "train",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model (directory or MLflow URI) whose vocabulary and held-out predictions "
+            "complete the reference, e.g. models:/rakuten-product-classifier@champion. "
+            "Default: none (vocabulary from the reference, classes from its labels)."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(help="Report folder (default: <RAKUTEN_REPORTS_DIR>/monitoring)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare recent predictions with the reference (Evidently); write HTML + JSON reports.
+
+    Exits 0 whether drift is found or not (the verdict is in the report, the database and
+    the `rakuten_drift_detected` gauge); non-zero only when the check cannot run.
+    """
+    from rakuten_mlops.db.migrate import upgrade_database
+    from rakuten_mlops.monitoring.drift import NotEnoughRowsError
+    from rakuten_mlops.monitoring.runs import resolve_window, run_drift_check
+
+    settings = get_settings()
+    window = resolve_window(since, start, end)
+    upgrade_database(settings.database_url)
+    try:
+        check = run_drift_check(
+            settings, window, reference_split=reference, model_uri=model, out_dir=out_dir
+        )
+    except NotEnoughRowsError as exc:
+        # Not an error: a quiet day is not a failed check (the scheduler goes on).
+        if as_json:
+            payload = {"status": "not_enough_rows", "message": str(exc), "dataset_drift": False}
+            typer.echo(json.dumps(payload, indent=2))
+        else:
+            console.print(f"no drift check: {exc}", highlight=False, soft_wrap=True)
+        return
+    summary = check.summary
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    verdict = (
+        "[bold red]DRIFT[/bold red]" if summary["dataset_drift"] else "[green]no drift[/green]"
+    )
+    console.print(
+        f"{verdict}: {len(summary['drifted_columns'])} of {len(summary['columns'])} columns "
+        f"drifted (share {summary['drift_share']:.2f}, threshold "
+        f"{summary['drift_share_threshold']:.2f}); {summary['rows']['current']:,} predictions "
+        f"from {window[0]:%Y-%m-%d %H:%M} to {window[1]:%Y-%m-%d %H:%M} UTC vs "
+        f"{summary['rows']['reference']:,} reference products ({reference})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for name, entry in summary["columns"].items():
+        mark = "drift" if entry["drifted"] else ""
+        score = "-" if entry["score"] is None else f"{entry['score']:.4f}"
+        console.print(
+            f"  {name:<26} {entry['method'] or '':<16} {score:>9}  {mark}", highlight=False
+        )
+    console.print(f"report: {check.html_path}\nsummary: {check.json_path}", highlight=False)
+
+
+@monitor_app.command("quality")
+@handle_errors
+def quality(
+    since: SinceOption = None,
+    start: FromOption = None,
+    end: ToOption = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap resamples of the weighted-F1 interval.", min=0)
+    ] = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Online accuracy and weighted F1 on reviewers' labels, per model version and variant.
+
+    Beside them, the expected accuracy (mean calibrated top-1 confidence) over all the
+    window's predictions and over the labelled ones.
+    """
+    from rakuten_mlops.monitoring.quality import format_quality
+    from rakuten_mlops.monitoring.runs import resolve_window, run_quality_check
+
+    settings = get_settings()
+    window = resolve_window(since, start, end, default_since=f"{settings.quality_window_days}d")
+    rows = run_quality_check(settings, window, n_boot=bootstrap)
+    if as_json:
+        payload = {
+            "window": {"start": window[0].isoformat(), "end": window[1].isoformat()},
+            "rows": [row.to_dict() for row in rows],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    console.print(
+        f"online quality from {window[0]:%Y-%m-%d %H:%M} to {window[1]:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
+    console.print(format_quality(rows), highlight=False, soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Monitoring: drift of production data, online quality, Prometheus export."""
