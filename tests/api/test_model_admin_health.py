@@ -157,3 +157,38 @@ def test_registry_aliases_are_resolved_and_followed(
         client.get("/metrics").text
     )
     wait_ready(client)
+
+
+def test_metrics_export_the_latest_drift_run(
+    start_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rakuten_mlops.db import crud_monitoring
+
+    client = start_client(make_settings(monitoring_cache_s=0))
+    text = client.get("/metrics").text
+    assert "# TYPE rakuten_drift_detected gauge" in text
+    assert "\nrakuten_drift_detected " not in text  # no drift run yet: declared, no sample
+
+    now = datetime.now(UTC)
+    with app_of(client).state.session_factory() as session:
+        crud_monitoring.add_drift_run(
+            session,
+            created_at=now,
+            window_start=now - timedelta(days=1),
+            window_end=now,
+            current_rows=400,
+            reference_rows=1000,
+            reference="train",
+            dataset_drift=True,
+            drift_share=0.5,
+            drifted_columns=["title_upper_share"],
+            column_scores={"title_upper_share": 0.9},
+            summary={},
+        )
+        session.commit()
+    text = client.get("/metrics").text
+    assert "\nrakuten_drift_detected 1.0" in text
+    assert "\nrakuten_drift_share 0.5" in text
+    assert 'rakuten_drift_column_score{column="title_upper_share"} 0.9' in text

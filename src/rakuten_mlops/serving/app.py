@@ -20,6 +20,7 @@ from rakuten_mlops.config import Settings, get_settings
 from rakuten_mlops.db import crud
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.session import make_engine, make_session_factory
+from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
 from rakuten_mlops.serving.api.main import api_router
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.errors import add_exception_handlers
@@ -92,6 +93,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings, app.state.models, app.state.batcher, recorder, app.state.metrics
     )
     app.state.engine = engine
+    # Drift and online-quality gauges on the same /metrics, read from the database lazily.
+    monitoring = register_monitoring_metrics(engine, app.state.metrics.registry, settings)
     app.state.session_factory = session_factory
     app.state.recorder = recorder
     app.state.predictor = predictor
@@ -115,6 +118,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.batcher.stop()
         await asyncio.to_thread(recorder.close)
         await stop_security(app)
+        app.state.metrics.registry.unregister(monitoring)
         engine.dispose()
         logger.info("service stopped", extra={"records_written": recorder.written})
         stop_service_logging()
