@@ -103,7 +103,9 @@ def test_serve_answers_over_http(
     tmp_path: Path,
     jpeg_bytes: bytes,
 ) -> None:
-    server = start_server(server_env(tmp_path, tiny_model.path))
+    # --model wins over RAKUTEN_SERVE_MODEL (here a path that does not exist).
+    env = server_env(tmp_path, tmp_path / "no-such-model")
+    server = start_server(env, "--model", str(tiny_model.path))
     with httpx.Client(base_url=server.url, timeout=30, headers=server.headers) as http:
         text = http.post("/v1/predict", data={"designation": "Roman de poche"}).json()
         image = http.post(

@@ -49,11 +49,13 @@ def serve(
     from rakuten_mlops.db.migrate import upgrade_database
     from rakuten_mlops.serving.security import prepare_serve
 
-    settings = get_settings()
-    # Workers build their own settings from the environment: pass the options that way.
+    # The app (in this process with one worker, or in each worker) builds its settings from
+    # the environment: pass the options that way, before the settings are read and cached.
     if model is not None:
         os.environ["RAKUTEN_SERVE_MODEL"] = model
-    uri = model or settings.serve_model
+        get_settings.cache_clear()
+    settings = get_settings()
+    uri = settings.serve_model
     if (
         "://" not in uri
         and not uri.startswith(("models:", "runs:"))
