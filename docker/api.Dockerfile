@@ -38,7 +38,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     XDG_CACHE_HOME=/tmp/.cache
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8000
+# 9100: RAKUTEN_METRICS_PORT when set (compose, Kubernetes)
+EXPOSE 8000 9100
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RAKUTEN_SERVE_PORT', '8000'), timeout=2)"]
 CMD ["rakuten-mlops", "serve"]

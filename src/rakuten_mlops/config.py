@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     spark_partitions: int = Field(default=0, ge=0)
     # torch threads per Spark Python worker (match spark.task.cpus).
     spark_task_threads: int = Field(default=1, ge=0)
+    # Proxies (comma-separated IPs or networks, "*" = any) whose X-Forwarded-For/-Proto
+    # `serve` trusts: the client IP seen by the per-IP /token limit behind nginx/ingress.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI in force (`MLFLOW_TRACKING_URI` first)."""

@@ -188,3 +188,36 @@ def test_limit_is_shared_by_two_server_processes_through_redis(
     assert statuses == [200, 200, 200, 200, 429, 429]
     metrics = [httpx.get(f"{s.url}/metrics", headers=headers).text for s in servers]
     assert all('rakuten_rate_limited_total{route="/v1/predict"} 1.0' in m for m in metrics)
+
+
+@pytest.mark.slow
+def test_token_limit_behind_a_trusted_proxy_counts_the_forwarded_client_ip(
+    start_server: Callable[..., ServerProcess], tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    """`serve --forwarded-allow-ips`: X-Forwarded-For is the client IP when the peer is a
+    trusted proxy (one limit per client behind nginx), ignored from any other peer."""
+    env = {
+        "RAKUTEN_DATABASE_URL": f"sqlite:///{tmp_path}/service.db",
+        "RAKUTEN_SERVE_MODEL": str(tiny_model.path),
+        "RAKUTEN_LOG_FILE": "",
+        "RAKUTEN_NUM_THREADS": "1",
+        "RAKUTEN_RATE_LIMIT_TOKEN": "3/minute",
+        # The setting is overridden by the option below.
+        "RAKUTEN_FORWARDED_ALLOW_IPS": "192.0.2.1",
+    }
+    wrong = {"username": ADMIN_USERNAME, "password": "not the password"}
+
+    def attempts(server: ServerProcess, client_ip: str, n: int) -> list[int]:
+        headers = {"X-Forwarded-For": client_ip}
+        return [
+            httpx.post(f"{server.url}/token", data=wrong, headers=headers).status_code
+            for _ in range(n)
+        ]
+
+    # 127.0.0.1 (the test, standing for nginx) is trusted: one window per forwarded client.
+    behind = start_server(env, "--forwarded-allow-ips", "127.0.0.1")  # its login used 1
+    assert attempts(behind, "203.0.113.7", 4) == [401, 401, 401, 429]
+    assert attempts(behind, "203.0.113.8", 1) == [401]
+    # Not trusted (the setting alone): the header is ignored, every caller is 127.0.0.1.
+    direct = start_server(env)
+    assert attempts(direct, "203.0.113.9", 3) == [401, 401, 429]

@@ -103,6 +103,32 @@ def test_api_deployment_probes_resources_security_and_rollout(rendered: Path) ->
     assert objects[("Deployment", "rakuten-mlflow")]["spec"]["template"]["spec"]["containers"]
 
 
+def test_api_runs_secured_with_metrics_on_their_own_port(rendered: Path) -> None:
+    """prod (secrets refused when missing or placeholders), secrets and the Redis URL from
+    the Secret, metrics scraped on RAKUTEN_METRICS_PORT, the ingress trusted as proxy."""
+    objects = by_kind(rendered)
+    config = objects[("ConfigMap", "rakuten-config")]["data"]
+    if rendered.stem == "prod":
+        assert config["RAKUTEN_ENV"] == "prod"
+    else:  # dev: one generated Secret, the same signing key and admin for every replica
+        secret = objects[("Secret", "rakuten-secrets")]["data"]
+        assert {"RAKUTEN_JWT_SECRET", "RAKUTEN_ADMIN_PASSWORD", "RAKUTEN_REDIS_URL"} <= set(secret)
+    assert config["RAKUTEN_FORWARDED_ALLOW_IPS"]
+    assert not {"RAKUTEN_JWT_SECRET", "RAKUTEN_ADMIN_PASSWORD"} & set(config)
+    template = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
+    assert {"RAKUTEN_JWT_SECRET", "RAKUTEN_ADMIN_PASSWORD", "RAKUTEN_REDIS_URL"} <= set(
+        template["stringData"]
+    )
+    pod = objects[("Deployment", "rakuten-api")]["spec"]["template"]
+    port = pod["metadata"]["annotations"]["prometheus.io/port"]
+    assert port == config["RAKUTEN_METRICS_PORT"] != "8000"
+    (container,) = pod["spec"]["containers"]
+    assert int(port) in {p["containerPort"] for p in container["ports"]}
+    service = objects[("Service", "rakuten-api")]["spec"]
+    exposed = {str(p.get("targetPort", p["port"])) for p in service["ports"]}
+    assert not exposed & {port, "metrics"}, exposed
+
+
 def test_no_real_secret_in_git() -> None:
     template = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
     assert all(

@@ -42,6 +42,14 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default 1).", min=1)
     ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxies trusted for X-Forwarded-For/-Proto, comma-separated IPs or networks "
+            "(default: RAKUTEN_FORWARDED_ALLOW_IPS, 127.0.0.1,::1); the client IP of the per-IP "
+            "/token limit behind a load balancer."
+        ),
+    ] = None,
 ) -> None:
     """Start the prediction service (uvicorn) with the model loaded once per worker."""
     import uvicorn
@@ -82,6 +90,8 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips or settings.forwarded_allow_ips,
     )
 
 
