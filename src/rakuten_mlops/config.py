@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     service_url: str = "http://127.0.0.1:8000"
     service_api_key: SecretStr | None = None
 
+    # Review console
+    # Send the console's session cookie over HTTPS only (set it behind TLS).
+    console_cookie_secure: bool = False
+    console_cookie_samesite: Literal["lax", "strict"] = "strict"
+    # Items per page of the review queue and the corrections history.
+    console_page_size: int = Field(default=20, ge=1, le=200)
+
     @field_validator("log_file", "image_store_dir", "service_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:

@@ -22,6 +22,7 @@ from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.serving.api.main import api_router
 from rakuten_mlops.serving.batcher import MicroBatcher
+from rakuten_mlops.serving.console.routes import router as console_router
 from rakuten_mlops.serving.errors import add_exception_handlers
 from rakuten_mlops.serving.logs import configure_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.background = set()
     add_exception_handlers(app)
     app.include_router(api_router)
+    app.include_router(console_router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, batcher=batcher)
     return app
 
