@@ -90,12 +90,42 @@ class Settings(BaseSettings):
     service_url: str = "http://127.0.0.1:8000"
     service_api_key: SecretStr | None = None
 
+    # Security
+    # HS256 signing key of access tokens (at least 32 characters outside dev).
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "rakuten-mlops"
+    jwt_audience: str = "rakuten-mlops-api"
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # First admin, created at start-up when no enabled admin exists.
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    # "N/second|minute|hour|day" per user or API key (token: per client IP); "off" disables.
+    rate_limit_predict: str = "10/minute"
+    rate_limit_token: str = "5/minute"
+    rate_limit_api: str = "120/minute"
+    # Shared rate-limit counters for every worker and replica (empty: in-memory, per process).
+    redis_url: str = ""
+    # Allowed browser origins, comma-separated (empty: CORS off).
+    cors_origins: str = ""
+    # GET /metrics needs `Authorization: Bearer <token>` when set.
+    metrics_token: SecretStr | None = None
+    # Serve /metrics on this separate port instead of the API port (0: same port).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    max_body_bytes: int = Field(default=16 * 1024**2, ge=1024)
+    max_image_pixels: int = Field(default=25_000_000, ge=1)
+
     # Review console
     # Send the console's session cookie over HTTPS only (set it behind TLS).
     console_cookie_secure: bool = False
     console_cookie_samesite: Literal["lax", "strict"] = "strict"
     # Items per page of the review queue and the corrections history.
     console_page_size: int = Field(default=20, ge=1, le=200)
+
+    @field_validator("jwt_secret", "admin_password", "metrics_token", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: Any) -> Any:
+        """An empty secret variable means "not set"."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_file", "image_store_dir", "service_api_key", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from rakuten_mlops.cli.data import data_app
 from rakuten_mlops.cli.model import register_model_commands
 from rakuten_mlops.cli.registry import registry_app
 from rakuten_mlops.cli.service import register_service_commands
+from rakuten_mlops.cli.users import register_users_commands
 
 app = typer.Typer(
     name="rakuten-mlops",
@@ -22,6 +23,7 @@ app.add_typer(data_app, name="data")
 register_model_commands(app)
 app.add_typer(registry_app, name="registry")
 register_service_commands(app)
+register_users_commands(app)
 
 
 def _version(value: bool) -> None:

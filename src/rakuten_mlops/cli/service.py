@@ -47,6 +47,7 @@ def serve(
     import uvicorn
 
     from rakuten_mlops.db.migrate import upgrade_database
+    from rakuten_mlops.serving.security import prepare_serve
 
     settings = get_settings()
     # Workers build their own settings from the environment: pass the options that way.
@@ -63,6 +64,7 @@ def serve(
     port = port or settings.serve_port
     workers = workers or settings.serve_workers
     upgrade_database(settings.database_url)  # once, before the workers start
+    prepare_serve(settings)  # secrets checked, first admin created once
     console.print(
         f"serving {uri} on http://{host}:{port} ({workers} worker(s)); docs at "
         f"http://{host}:{port}/docs",

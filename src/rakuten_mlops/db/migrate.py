@@ -18,7 +18,6 @@ def alembic_config(url: str) -> Config:
     """An Alembic configuration built in code: scripts in `db/migrations`, the given URL."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
     # `%` is ConfigParser interpolation: escape it (passwords may contain it).
     config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     return config

@@ -40,7 +40,13 @@ def make_engine(url: str) -> Engine:
     except ArgumentError as exc:
         raise DatabaseError(f"RAKUTEN_DATABASE_URL is not a database URL: {url!r}") from exc
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        try:
+            return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        except (ArgumentError, ImportError) as exc:
+            raise DatabaseError(
+                f"RAKUTEN_DATABASE_URL: unsupported database {parsed.drivername!r} "
+                "(use sqlite:///path or postgresql+psycopg://...)"
+            ) from exc
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)

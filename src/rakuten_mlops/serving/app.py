@@ -24,6 +24,7 @@ from rakuten_mlops.serving.api.main import api_router
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.console.routes import router as console_router
 from rakuten_mlops.serving.errors import add_exception_handlers
+from rakuten_mlops.serving.hardening import install_security, start_security, stop_security
 from rakuten_mlops.serving.logs import configure_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.middleware import RequestContextMiddleware
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=_lifespan,
     )
+    settings = install_security(app, settings)  # with the secrets generated for a dev run
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.batcher = batcher
@@ -87,10 +89,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.session_factory = session_factory
     app.state.recorder = recorder
     app.state.predictor = predictor
+    await asyncio.to_thread(start_security, app)  # first admin; refuses to start without one
     with session_factory() as session:
         for variant, correct in crud.latest_feedback_outcomes(session):
             predictor.count_feedback(variant, correct)
-    app.state.metrics.feedback.clear()  # counters count this process's feedback only
+    for variant in ("champion", "challenger"):  # counters count this process's feedback
+        for correct in ("true", "false"):
+            app.state.metrics.feedback.labels(variant, correct).reset()
     recorder.start()
     app.state.batcher.start()
     start_reload(app)
@@ -107,6 +112,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await poller
         await app.state.batcher.stop()
         await asyncio.to_thread(recorder.close)
+        await stop_security(app)
         engine.dispose()
         logger.info("service stopped", extra={"records_written": recorder.written})
 

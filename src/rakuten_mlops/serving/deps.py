@@ -1,39 +1,68 @@
 """Dependencies of the routes, as `Annotated` aliases (`SessionDep`, `CurrentPrincipal`...).
 
 Authentication plugs in here: `get_current_principal` is the one place that says who calls
-(issue 9 replaces its body with JWT bearer / API key checks; routes do not change), and
-`require_role` turns a role into a dependency (admin passes every check).
+(a bearer JWT from `POST /token` or an `X-API-Key`; 401 otherwise), `require_role` turns a
+role into a dependency (admin passes every check), and `rate_limit(scope)` counts requests
+per user / API key (per client IP for `/token`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
+from rakuten_mlops.serving import security
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.model_manager import ModelManager
 from rakuten_mlops.serving.predictor import PredictionService
+from rakuten_mlops.serving.ratelimit import Limiter, Rate
 from rakuten_mlops.serving.recorder import PredictionRecorder
+from rakuten_mlops.serving.security import Principal, Role
 
-Role = Literal["admin", "reviewer", "client"]
+__all__ = ["CurrentPrincipal", "Principal", "Role", "rate_limit", "require_role"]
 
-
-@dataclass(frozen=True)
-class Principal:
-    """Who calls the API: a user name and its role."""
-
-    username: str
-    role: Role
+AUTHENTICATE = {"WWW-Authenticate": "Bearer"}
+# Shown in /docs: "Authorize" with a user's password, or an API key.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/token", auto_error=False)
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def get_current_principal(request: Request) -> Principal:
-    """The caller (anonymous admin until authentication exists)."""
-    return Principal("anonymous", "admin")
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers=AUTHENTICATE)
+
+
+def get_current_principal(
+    request: Request,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    """The caller of a bearer token or an API key; 401 without a valid one.
+
+    The user is read at each request: disabled users and revoked keys stop at once, and a
+    role change is in force at the next request.
+    """
+    if not token and not api_key:
+        raise _unauthorized(
+            "not authenticated: send `Authorization: Bearer <token>` (POST /token) or `X-API-Key`"
+        )
+    settings: Settings = request.app.state.settings
+    with request.app.state.session_factory() as session:
+        try:
+            if token:
+                principal = security.principal_from_token(session, settings, token)
+                request.state.rate_key = f"user:{principal.username}"
+            else:
+                principal, key = security.principal_from_api_key(session, str(api_key))
+                request.state.rate_key = f"key:{key.prefix}"
+        except security.AuthError as exc:
+            raise _unauthorized(str(exc)) from None
+    request.state.principal = principal
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
@@ -95,3 +124,42 @@ ModelsDep = Annotated[ModelManager, Depends(get_models)]
 PredictorDep = Annotated[PredictionService, Depends(get_predictor)]
 RecorderDep = Annotated[PredictionRecorder, Depends(get_recorder)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+
+RateScope = Literal["predict", "api"]
+
+
+async def _enforce(request: Request, scope: str, identity: str) -> None:
+    rates: dict[str, Rate | None] = request.app.state.rate_limits
+    rate = rates.get(scope)
+    if rate is None:
+        return
+    limiter: Limiter = request.app.state.limiter
+    decision = await limiter.hit(f"{scope}:{identity}", rate)
+    if decision.allowed:
+        return
+    route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+    request.app.state.metrics.rate_limited.labels(route).inc()
+    raise HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"rate limit exceeded: {rate} for {scope}; retry in {decision.retry_after_s} s",
+        headers={"Retry-After": str(decision.retry_after_s)},
+    )
+
+
+def rate_limit(scope: RateScope) -> Callable[..., Awaitable[None]]:
+    """A dependency that counts the request of the caller (user or API key) against the
+    `scope` limit (RAKUTEN_RATE_LIMIT_PREDICT / _API); 429 with `Retry-After` beyond it.
+    """
+
+    async def check(request: Request, principal: CurrentPrincipal) -> None:
+        identity = getattr(request.state, "rate_key", None) or f"user:{principal.username}"
+        await _enforce(request, scope, identity)
+
+    return check
+
+
+async def limit_token_requests(request: Request) -> None:
+    """Count a login attempt per client IP (RAKUTEN_RATE_LIMIT_TOKEN); 429 beyond it."""
+    host = request.client.host if request.client else "unknown"
+    await _enforce(request, "token", f"ip:{host}")

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+VARIANTS = ("champion", "challenger")
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -94,8 +95,21 @@ class ServiceMetrics:
             ["variant"],
             registry=r,
         )
+        # Series that exist from the start read 0 rather than "no data" in alerts.
         for result in ("success", "failure"):
             self.model_reloads.labels(result=result)
+        for variant in VARIANTS:
+            self.with_image.labels(variant)
+            self.needs_review.labels(variant)
+            for correct in ("true", "false"):
+                self.feedback.labels(variant, correct)
+        # Security
+        self.rate_limited = Counter(
+            "rakuten_rate_limited_total",
+            "Requests refused by a rate limit (429), by route template.",
+            ["route"],
+            registry=r,
+        )
 
     def export(self) -> bytes:
         """The text exposition format of every metric."""

@@ -10,8 +10,10 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, HTTPException, Uploa
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from rakuten_mlops.config import Settings
 from rakuten_mlops.serving.deps import CurrentPrincipal, PredictorDep, SettingsDep
 from rakuten_mlops.serving.errors import validation_errors
+from rakuten_mlops.serving.inputs import image_problem, product_text_errors
 from rakuten_mlops.serving.logs import request_id_var
 from rakuten_mlops.serving.predictor import PredictionOut, ProductIn
 from rakuten_mlops.serving.schemas import (
@@ -92,8 +94,11 @@ async def predict(
     image: Annotated[UploadFile | None, File(description="Product photo (JPEG or PNG).")] = None,
 ) -> PredictionResponse:
     """Classify one product: code, category, confidence, top-3, review flag, model, timing."""
-    if not designation.strip():
-        raise invalid("designation", "must not be blank")
+    text_errors = product_text_errors(
+        designation=designation, description=description, productid=productid, imageid=imageid
+    )
+    if text_errors:
+        raise invalid(*text_errors[0])
     image_bytes: bytes | None = None
     if image is not None:
         if image.size is not None and image.size > settings.max_image_bytes:
@@ -102,6 +107,11 @@ async def predict(
         if len(image_bytes) > settings.max_image_bytes:
             raise _too_large("image", len(image_bytes), settings.max_image_bytes)
         image_bytes = image_bytes or None  # an empty file part: no image chosen
+        problem = image_bytes and image_problem(
+            image_bytes, settings.max_image_pixels, image.content_type
+        )
+        if problem:
+            raise invalid("image", problem)
     product = ProductIn(
         designation=designation,
         description=description or "",
@@ -136,7 +146,7 @@ async def predict_batch(
     results: list[BatchItemResult] = []
     valid: list[tuple[int, ProductIn]] = []
     for index, raw in enumerate(body.items):
-        product, errors = _batch_product(index, raw, settings.max_image_bytes)
+        product, errors = _batch_product(index, raw, settings)
         if product is None:
             results.append(BatchItemResult(index=index, ok=False, errors=errors))
         else:
@@ -159,8 +169,9 @@ async def predict_batch(
 
 
 def _batch_product(
-    index: int, raw: dict[str, object], max_image_bytes: int
+    index: int, raw: dict[str, object], settings: Settings
 ) -> tuple[ProductIn | None, list[FieldError]]:
+    max_image_bytes = settings.max_image_bytes
     prefix = f"items[{index}]"
     try:
         item = ProductItem.model_validate(raw)
@@ -172,6 +183,14 @@ def _batch_product(
             for e in validation_errors(exc.errors())
         ]
         return None, errors
+    text_errors = product_text_errors(
+        designation=item.designation,
+        description=item.description,
+        productid=item.productid,
+        imageid=item.imageid,
+    )
+    if text_errors:
+        return None, [FieldError(field=f"{prefix}.{f}", message=m) for f, m in text_errors]
     image_bytes: bytes | None = None
     if item.image_base64:
         try:
@@ -185,6 +204,9 @@ def _batch_product(
                     message=f"image of {len(image_bytes)} bytes, at most {max_image_bytes}",
                 )
             ]
+        problem = image_bytes and image_problem(image_bytes, settings.max_image_pixels)
+        if problem:
+            return None, [FieldError(field=f"{prefix}.image_base64", message=problem)]
     return (
         ProductIn(
             designation=item.designation,

@@ -1,0 +1,200 @@
+"""Administration of users and API keys (admin only).
+
+Passwords and key hashes are never returned; a new API key is shown once, in the answer
+that creates it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from rakuten_mlops.db.models import ApiKey, User
+from rakuten_mlops.serving import security
+from rakuten_mlops.serving.deps import CurrentPrincipal, Role, SessionDep, require_role
+from rakuten_mlops.serving.schemas import ErrorResponse
+
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_role("admin"))],
+    responses={
+        404: {"model": ErrorResponse, "description": "Unknown user or key."},
+        409: {"model": ErrorResponse, "description": "Conflicts with existing users."},
+        422: {"model": ErrorResponse, "description": "Invalid body; `errors` names the field."},
+    },
+)
+USERNAME_PATTERN = r"^[A-Za-z0-9._@-]{1,150}$"
+
+
+class UserOut(BaseModel):
+    """A user (never its password hash)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    role: Role
+    disabled: bool
+    created_at: datetime
+
+
+class UserCreate(BaseModel):
+    """A new user."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "alice", "password": "a long passphrase", "role": "reviewer"}]
+        }
+    )
+
+    username: str = Field(pattern=USERNAME_PATTERN)
+    password: SecretStr = Field(min_length=security.MIN_PASSWORD_CHARS, max_length=256)
+    role: Role
+
+
+class UserUpdate(BaseModel):
+    """Changes to a user: role, disabled, password (each optional)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"disabled": True}]})
+
+    role: Role | None = None
+    disabled: bool | None = None
+    password: SecretStr | None = Field(
+        default=None, min_length=security.MIN_PASSWORD_CHARS, max_length=256
+    )
+
+
+class ApiKeyOut(BaseModel):
+    """An API key (its prefix identifies it; the key itself is never shown again)."""
+
+    id: int
+    username: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreate(BaseModel):
+    """A new API key for a user (it acts with that user's role)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"username": "merchant-tool", "name": "catalogue sync"}]}
+    )
+
+    username: str = Field(pattern=USERNAME_PATTERN)
+    name: str = Field(min_length=1, max_length=100, pattern=r"\S")
+
+
+class ApiKeyCreated(ApiKeyOut):
+    """A new API key: `key` is shown this once; store it now."""
+
+    key: str = Field(description="Send as `X-API-Key`. Shown once, stored hashed.")
+
+
+def _fail(exc: security.UserError) -> HTTPException:
+    message = str(exc)
+    if message.startswith("no "):
+        return HTTPException(status.HTTP_404_NOT_FOUND, detail=message)
+    if "exists already" in message or "last enabled admin" in message:
+        return HTTPException(status.HTTP_409_CONFLICT, detail=message)
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=message)
+
+
+def _key_out(row: ApiKey, username: str) -> ApiKeyOut:
+    return ApiKeyOut(
+        id=row.id,
+        username=username,
+        name=row.name,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(session: SessionDep) -> list[User]:
+    """Every user, by name."""
+    return security.list_users(session)
+
+
+@router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
+def create_user(body: UserCreate, session: SessionDep) -> User:
+    """Create a user with a role."""
+    try:
+        user = security.create_user(
+            session, body.username, body.password.get_secret_value(), body.role
+        )
+    except security.UserError as exc:
+        raise _fail(exc) from None
+    session.commit()
+    return user
+
+
+@router.patch("/users/{username}", response_model=UserOut)
+def update_user(
+    username: str, body: UserUpdate, session: SessionDep, principal: CurrentPrincipal
+) -> User:
+    """Change a user's role, disable or enable it, or set its password.
+
+    The last enabled admin can be neither disabled nor demoted (409).
+    """
+    try:
+        user = security.require_user(session, username)
+        demoted = body.role is not None and body.role != "admin"
+        last_admin = (
+            user.role == "admin"
+            and not user.disabled
+            and security.count_enabled_admins(session) <= 1
+        )
+        if last_admin and (demoted or body.disabled):
+            raise security.UserError("the last enabled admin cannot be disabled or demoted")
+        if body.role is not None:
+            security.set_user_role(session, username, body.role)
+        if body.disabled is not None:
+            security.set_user_disabled(session, username, body.disabled)
+        if body.password is not None:
+            security.set_user_password(session, username, body.password.get_secret_value())
+    except security.UserError as exc:
+        session.rollback()
+        raise _fail(exc) from None
+    session.commit()
+    return user
+
+
+@router.get("/api-keys", response_model=list[ApiKeyOut])
+def list_api_keys(
+    session: SessionDep,
+    username: Annotated[str | None, Query(description="Only this user's keys.")] = None,
+) -> list[ApiKeyOut]:
+    """Every API key (prefix, owner, created, revoked, last used), newest first."""
+    return [_key_out(row, owner) for row, owner in security.list_api_keys(session, username)]
+
+
+@router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
+def create_api_key(body: ApiKeyCreate, session: SessionDep) -> ApiKeyCreated:
+    """Create an API key for a user; the answer holds the key, shown this once."""
+    try:
+        row, key = security.create_api_key(session, body.username, body.name)
+    except security.UserError as exc:
+        raise _fail(exc) from None
+    session.commit()
+    return ApiKeyCreated(**_key_out(row, body.username).model_dump(), key=key)
+
+
+@router.delete("/api-keys/{key_id}", response_model=ApiKeyOut)
+def revoke_api_key(key_id: int, session: SessionDep) -> ApiKeyOut:
+    """Revoke an API key (it stops working at once; idempotent)."""
+    try:
+        row = security.revoke_api_key(session, key_id)
+    except security.UserError as exc:
+        raise _fail(exc) from None
+    session.commit()
+    owner = session.get(User, row.user_id)
+    return _key_out(row, owner.username if owner else "")

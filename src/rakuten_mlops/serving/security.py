@@ -1,0 +1,510 @@
+"""Who may call the service: password hashing, access tokens, API keys, start-up secrets.
+
+* Passwords are hashed with argon2 (pwdlib); a failed login costs as much as a good one
+  (a dummy hash is verified for unknown users) so user names cannot be probed by timing.
+* Access tokens are JWT signed with HS256 only (pyjwt): `sub` (user name), `uid`, `role`,
+  `iss`, `aud`, `iat`, `exp`. Tokens of any other algorithm (`none` included), a forged
+  signature, an expired token or one of a user disabled (or deleted) since it was issued
+  are refused; the role in force is the user's current one, read at each request.
+* API keys (`X-API-Key`) look like `rk_<prefix>_<secret>`: the prefix finds the row, the
+  SHA-256 of the whole key is compared in constant time; the key itself is shown once.
+
+The console (issue 10) logs in with the same functions: `authenticate_user`,
+`create_access_token`, `principal_from_token`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, get_args
+
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rakuten_mlops.config import Settings
+from rakuten_mlops.db.models import ApiKey, User
+from rakuten_mlops.errors import RakutenError
+
+Role = Literal["admin", "reviewer", "client"]
+ROLES: tuple[str, ...] = get_args(Role)
+JWT_ALGORITHM = "HS256"
+API_KEY_PREFIX = "rk_"
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "password", "admin"})
+MIN_JWT_SECRET_CHARS = 32
+MIN_PASSWORD_CHARS = 8
+# `last_used_at` of an API key is written at most this often (not a DB write per request).
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+_password_hash = PasswordHash((Argon2Hasher(),))
+_DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
+
+
+class AuthError(Exception):
+    """A credential is missing, invalid, expired, revoked, or its user is disabled.
+
+    The message is safe to show to the caller (it never contains the credential).
+    """
+
+
+class SecurityConfigError(RakutenError):
+    """A secret is missing or a placeholder outside `RAKUTEN_ENV=dev`."""
+
+
+class UserError(RakutenError, ValueError):
+    """A user or API key operation is invalid (unknown user, duplicate, bad role...)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who calls the API: a user name and its role (re-exported by `serving.deps`)."""
+
+    username: str
+    role: Role
+
+
+# Passwords -------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    """The argon2 hash of `password` (with its own salt and parameters)."""
+    return _password_hash.hash(password)
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    """Whether `password` matches `password_hash` (False for a malformed hash)."""
+    try:
+        return bool(_password_hash.verify(password, password_hash))
+    except Exception:  # an unknown or damaged hash format is a failed login, not a 500
+        return False
+
+
+def check_password_strength(password: str) -> None:
+    """Refuse passwords too short or a known placeholder.
+
+    Raises:
+        UserError: the password is not acceptable.
+    """
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise UserError(f"password: at least {MIN_PASSWORD_CHARS} characters")
+    if password.lower() in PLACEHOLDER_SECRETS:
+        raise UserError("password: a placeholder, choose a real one")
+
+
+def authenticate_user(session: Session, username: str, password: str) -> User | None:
+    """The enabled user with this name and password, None otherwise (same cost either way)."""
+    user = get_user(session, username)
+    if user is None:
+        verify_password(password, _DUMMY_HASH)
+        return None
+    if not verify_password(password, user.password_hash) or user.disabled:
+        return None
+    return user
+
+
+# Access tokens ---------------------------------------------------------------------------
+
+
+def jwt_secret_of(settings: Settings) -> str:
+    """The signing key in force (settings are checked at start-up, see `resolve_secrets`).
+
+    Raises:
+        SecurityConfigError: no secret is configured.
+    """
+    if settings.jwt_secret is None:
+        raise SecurityConfigError("RAKUTEN_JWT_SECRET is not set")
+    return settings.jwt_secret.get_secret_value()
+
+
+def create_access_token(settings: Settings, user: User, expires_in: timedelta | None = None) -> str:
+    """A signed access token for `user` (HS256, expiry from RAKUTEN_ACCESS_TOKEN_EXPIRE_MINUTES)."""
+    now = datetime.now(UTC)
+    lifetime = expires_in or timedelta(minutes=settings.access_token_expire_minutes)
+    claims = {
+        "sub": user.username,
+        "uid": user.id,
+        "role": user.role,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + lifetime,
+    }
+    return jwt.encode(claims, jwt_secret_of(settings), algorithm=JWT_ALGORITHM)
+
+
+def decode_access_token(settings: Settings, token: str) -> dict[str, object]:
+    """The verified claims of `token`.
+
+    Raises:
+        AuthError: bad signature, other algorithm, expired, wrong issuer/audience, malformed.
+    """
+    try:
+        claims: dict[str, object] = jwt.decode(
+            token,
+            jwt_secret_of(settings),
+            algorithms=[JWT_ALGORITHM],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.PyJWTError:
+        raise AuthError("invalid token") from None
+    return claims
+
+
+def principal_from_token(session: Session, settings: Settings, token: str) -> Principal:
+    """The caller of a bearer token, with the user's current role.
+
+    Raises:
+        AuthError: the token is invalid, or its user is unknown, replaced or disabled.
+    """
+    claims = decode_access_token(settings, token)
+    user = get_user(session, str(claims["sub"]))
+    if user is None or user.id != claims.get("uid"):
+        raise AuthError("invalid token")
+    if user.disabled:
+        raise AuthError("user disabled")
+    return Principal(user.username, _role(user.role))
+
+
+# API keys --------------------------------------------------------------------------------
+
+
+def _key_hash(key: str) -> str:
+    # The key has 256 bits of entropy: a fast hash is enough (no dictionary to try).
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _split_key(key: str) -> str | None:
+    """The lookup prefix of a well-formed key, None otherwise."""
+    if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
+        return None
+    prefix, _, secret = key[len(API_KEY_PREFIX) :].partition("_")
+    if len(prefix) != 12 or not secret:
+        return None
+    return prefix
+
+
+def create_api_key(session: Session, username: str, name: str) -> tuple[ApiKey, str]:
+    """A new API key of `username`: the stored row and the key (show it once; not stored).
+
+    Raises:
+        UserError: unknown user or an empty name.
+    """
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise UserError("name: 1 to 100 characters")
+    user = require_user(session, username)
+    prefix = secrets.token_hex(6)
+    key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKey(user_id=user.id, name=name, prefix=prefix, key_hash=_key_hash(key))
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def principal_from_api_key(session: Session, key: str) -> tuple[Principal, ApiKey]:
+    """The caller of an API key (its user's name and current role) and the key's row.
+
+    The use is recorded in `last_used_at` (at most once a minute).
+
+    Raises:
+        AuthError: unknown, malformed or revoked key, or its user is disabled.
+    """
+    prefix = _split_key(key)
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix)) if prefix else None
+    if row is None or not hmac.compare_digest(row.key_hash, _key_hash(key)):
+        raise AuthError("invalid API key")
+    if row.revoked_at is not None:
+        raise AuthError("API key revoked")
+    user = session.get(User, row.user_id)
+    if user is None or user.disabled:
+        raise AuthError("user disabled")
+    now = datetime.now(UTC)
+    last = _aware(row.last_used_at)
+    if last is None or now - last >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+        session.commit()
+    return Principal(user.username, _role(user.role)), row
+
+
+def list_api_keys(session: Session, username: str | None = None) -> list[tuple[ApiKey, str]]:
+    """Every API key (of one user when given) with its user name, newest first."""
+    statement = select(ApiKey, User.username).join(User, User.id == ApiKey.user_id)
+    if username is not None:
+        statement = statement.where(User.username == username)
+    rows = session.execute(statement.order_by(ApiKey.id.desc())).all()
+    return [(key, str(owner)) for key, owner in rows]
+
+
+def revoke_api_key(session: Session, key_id: int) -> ApiKey:
+    """Revoke an API key (idempotent; flushed, the caller commits).
+
+    Raises:
+        UserError: no such key.
+    """
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise UserError(f"no API key with id {key_id}")
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        session.flush()
+    return row
+
+
+# Users -----------------------------------------------------------------------------------
+
+
+def get_user(session: Session, username: str) -> User | None:
+    """The user with this name, None when unknown."""
+    return session.scalar(select(User).where(User.username == username))
+
+
+def require_user(session: Session, username: str) -> User:
+    """The user with this name.
+
+    Raises:
+        UserError: unknown user.
+    """
+    user = get_user(session, username)
+    if user is None:
+        raise UserError(f"no user {username!r}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    """Every user, by name."""
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def validate_role(role: str) -> Role:
+    """`role` as a Role.
+
+    Raises:
+        UserError: not one of admin, reviewer, client.
+    """
+    if role not in ROLES:
+        raise UserError(f"role: {role!r} is not one of {', '.join(ROLES)}")
+    return _role(role)
+
+
+def _role(role: str) -> Role:
+    return role if role in ROLES else "client"  # type: ignore[return-value]
+
+
+def validate_username(username: str) -> str:
+    """A user name: 1 to 150 letters, digits or `._@-`.
+
+    Raises:
+        UserError: empty, too long or other characters.
+    """
+    if not 1 <= len(username) <= 150 or not all(c.isalnum() or c in "._@-" for c in username):
+        raise UserError("username: 1 to 150 letters, digits or . _ @ -")
+    return username
+
+
+def create_user(session: Session, username: str, password: str, role: str) -> User:
+    """A new enabled user (flushed; the caller commits).
+
+    Raises:
+        UserError: invalid name, role or password, or the name is taken.
+    """
+    validate_username(username)
+    validate_role(role)
+    check_password_strength(password)
+    if get_user(session, username) is not None:
+        raise UserError(f"user {username!r} exists already")
+    user = User(username=username, password_hash=hash_password(password), role=role)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def set_user_disabled(session: Session, username: str, disabled: bool = True) -> User:
+    """Disable (or enable) a user: its tokens and API keys stop working at once.
+
+    Raises:
+        UserError: unknown user.
+    """
+    user = require_user(session, username)
+    user.disabled = disabled
+    session.flush()
+    return user
+
+
+def set_user_role(session: Session, username: str, role: str) -> User:
+    """Change a user's role (in force at its next request).
+
+    Raises:
+        UserError: unknown user or role.
+    """
+    user = require_user(session, username)
+    user.role = validate_role(role)
+    session.flush()
+    return user
+
+
+def set_user_password(session: Session, username: str, password: str) -> User:
+    """Set a user's password.
+
+    Raises:
+        UserError: unknown user or a weak password.
+    """
+    check_password_strength(password)
+    user = require_user(session, username)
+    user.password_hash = hash_password(password)
+    session.flush()
+    return user
+
+
+def count_enabled_admins(session: Session) -> int:
+    """How many enabled admins exist."""
+    statement = (
+        select(func.count()).select_from(User).where(User.role == "admin", User.disabled.is_(False))
+    )
+    return int(session.scalar(statement) or 0)
+
+
+# Start-up --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartupSecrets:
+    """The secrets the app runs with, and what was generated for a dev run."""
+
+    settings: Settings
+    generated_jwt_secret: bool
+    generated_admin_password: str | None
+
+
+def _is_placeholder(value: str) -> bool:
+    return value.strip().lower() in PLACEHOLDER_SECRETS
+
+
+def resolve_secrets(settings: Settings) -> StartupSecrets:
+    """Check the secrets; in `RAKUTEN_ENV=dev`, generate the missing ones.
+
+    Outside dev, a missing, placeholder or short JWT secret and a placeholder admin password
+    refuse the start (a missing admin password is refused later, only when an admin has to
+    be created).
+
+    Raises:
+        SecurityConfigError: a secret is unusable outside dev.
+    """
+    dev = settings.env == "dev"
+    updates: dict[str, object] = {}
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    generated_secret = False
+    if not secret or _is_placeholder(secret) or len(secret) < MIN_JWT_SECRET_CHARS:
+        if not dev:
+            raise SecurityConfigError(
+                "RAKUTEN_JWT_SECRET is missing, a placeholder or shorter than "
+                f"{MIN_JWT_SECRET_CHARS} characters; set a random one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        updates["jwt_secret"] = secrets.token_urlsafe(48)
+        generated_secret = True
+    password = settings.admin_password.get_secret_value() if settings.admin_password else ""
+    generated_password: str | None = None
+    if password and (_is_placeholder(password) or len(password) < MIN_PASSWORD_CHARS):
+        if not dev:
+            raise SecurityConfigError(
+                "RAKUTEN_ADMIN_PASSWORD is a placeholder or shorter than "
+                f"{MIN_PASSWORD_CHARS} characters; set a real one"
+            )
+        password = ""
+    if not password and dev:
+        generated_password = secrets.token_urlsafe(12)
+        updates["admin_password"] = generated_password
+    resolved = settings.model_copy(update=updates) if updates else settings
+    return StartupSecrets(resolved, generated_secret, generated_password)
+
+
+def ensure_first_admin(session: Session, settings: Settings) -> User | None:
+    """Create the admin of RAKUTEN_ADMIN_USERNAME / _PASSWORD when no enabled admin exists.
+
+    Returns the created user, None when an admin exists already.
+
+    Raises:
+        SecurityConfigError: an admin is needed but RAKUTEN_ADMIN_PASSWORD is not set.
+    """
+    if count_enabled_admins(session) > 0:
+        return None
+    if settings.admin_password is None:
+        raise SecurityConfigError(
+            "no admin exists and RAKUTEN_ADMIN_PASSWORD is not set: set it (with "
+            "RAKUTEN_ADMIN_USERNAME) or create one with `rakuten-mlops users create`"
+        )
+    username = settings.admin_username
+    existing = get_user(session, username)
+    if existing is not None:
+        raise SecurityConfigError(
+            f"no enabled admin exists and user {username!r} is not one: fix it with "
+            "`rakuten-mlops users set-role` / `users create`"
+        )
+    try:
+        user = create_user(
+            session, username, settings.admin_password.get_secret_value(), role="admin"
+        )
+        session.commit()
+    except IntegrityError:  # another worker created it at the same moment
+        session.rollback()
+        return None
+    return user
+
+
+def announce_dev_secrets(secrets_: StartupSecrets, admin_created: bool) -> None:
+    """Say on stderr (never in the logs) what was generated for this dev run."""
+    if secrets_.generated_jwt_secret:
+        print(
+            "RAKUTEN_ENV=dev: RAKUTEN_JWT_SECRET not set, a random one was generated "
+            "(tokens die with this process)",
+            file=sys.stderr,
+        )
+    if admin_created and secrets_.generated_admin_password:
+        print(
+            f"RAKUTEN_ENV=dev: first admin {secrets_.settings.admin_username!r} created with "
+            f"the one-time password {secrets_.generated_admin_password} "
+            "(shown once; change it or set RAKUTEN_ADMIN_PASSWORD)",
+            file=sys.stderr,
+        )
+
+
+def prepare_serve(settings: Settings) -> None:
+    """Before `serve` starts its workers: check the secrets (refuse outside dev), create the
+    first admin once, and share a dev run's generated JWT secret with every worker (through
+    the environment, so that a token of one worker is valid on the others).
+
+    Raises:
+        SecurityConfigError: unusable secrets outside dev, or no admin and no password.
+    """
+    from rakuten_mlops.db.session import make_engine, make_session_factory
+
+    resolved = resolve_secrets(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            created = ensure_first_admin(session, resolved.settings)
+    finally:
+        engine.dispose()
+    announce_dev_secrets(resolved, created is not None)
+    if resolved.generated_jwt_secret and resolved.settings.jwt_secret is not None:
+        os.environ["RAKUTEN_JWT_SECRET"] = resolved.settings.jwt_secret.get_secret_value()
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes: they are UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

@@ -1,0 +1,141 @@
+"""GET /health, /ready, /metrics, /v1/model and POST /v1/admin/reload with a TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from rakuten_mlops.config import Settings
+from rakuten_mlops.models.pyfunc import log_pyfunc_model
+from rakuten_mlops.registry.registry import promote_version, set_challenger
+from service_testing import TinyModel, app_of, wait_ready
+
+MODEL_NAME = "rakuten-product-classifier"
+CONTRACT_METRICS = (
+    "rakuten_http_requests_total",
+    "rakuten_http_request_duration_seconds",
+    "rakuten_prediction_duration_seconds",
+    "rakuten_predictions_total",
+    "rakuten_prediction_confidence",
+    "rakuten_predictions_with_image_total",
+    "rakuten_predictions_needs_review_total",
+    "rakuten_model_info",
+    "rakuten_model_reloads_total",
+    "rakuten_model_loaded_timestamp_seconds",
+)
+
+
+def test_health_ready_and_metrics(client: TestClient, jpeg_bytes: bytes) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json()["status"] == "ready"
+    client.post(
+        "/v1/predict",
+        data={"designation": "Piscine gonflable"},
+        files={"image": ("a.jpg", jpeg_bytes, "image/jpeg")},
+    )
+    client.post("/v1/predict", data={"designation": ""})
+    text = client.get("/metrics").text
+    for name in CONTRACT_METRICS:
+        assert f"# HELP {name} " in text, name
+    assert 'rakuten_http_requests_total{method="POST",route="/v1/predict",status="200"} 1.0' in text
+    assert 'rakuten_http_requests_total{method="POST",route="/v1/predict",status="422"} 1.0' in text
+    assert 'rakuten_predictions_with_image_total{variant="champion"} 1.0' in text
+    assert 'rakuten_model_reloads_total{result="success"} 1.0' in text
+    # An unknown path is counted under one label, never under its raw path.
+    client.get("/no/such/path/123")
+    assert 'route="unmatched",status="404"' in client.get("/metrics").text
+
+
+def test_not_ready_until_a_model_loads(
+    start_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    client = start_client(make_settings(serve_model=str(tmp_path / "missing")), ready=False)
+    app_of(client).state.reload_task  # noqa: B018  (the initial load exists)
+    for _ in range(200):
+        ready = client.get("/ready")
+        if ready.json()["status"] == "failed":
+            break
+    assert ready.status_code == 503
+    assert "MLmodel" in ready.json()["detail"]
+    predict = client.post("/v1/predict", data={"designation": "Roman"})
+    assert predict.status_code == 503 and "not loaded" in predict.json()["detail"]
+    assert client.get("/v1/model").status_code == 503
+    assert client.get("/health").status_code == 200
+
+
+def test_failed_reload_keeps_the_old_model_and_says_why(client: TestClient, tmp_path: Path) -> None:
+    before = client.get("/v1/model").json()
+    app_of(client).state.settings.serve_model = str(tmp_path / "not-a-model")
+    response = client.post("/v1/admin/reload", params={"wait": True})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["state"] == "failed" and "not-a-model" in body["error"]
+    assert client.get("/v1/admin/reload").json()["state"] == "failed"
+    assert client.get("/v1/model").json()["loaded_at"] == before["loaded_at"]
+    assert client.post("/v1/predict", data={"designation": "Roman"}).status_code == 200
+    assert client.get("/ready").status_code == 200
+    assert 'rakuten_model_reloads_total{result="failure"} 1.0' in client.get("/metrics").text
+
+
+def test_reload_in_background_answers_202(client: TestClient, tiny_model_copy: Path) -> None:
+    app_of(client).state.settings.serve_model = str(tiny_model_copy)
+    response = client.post("/v1/admin/reload")
+    assert response.status_code == 202 and response.json()["state"] in {"running", "succeeded"}
+    for _ in range(400):
+        if client.get("/v1/admin/reload").json()["state"] == "succeeded":
+            break
+    assert client.get("/v1/model").json()["uri"] == str(tiny_model_copy)
+
+
+@pytest.fixture
+def registry_versions(tiny_model: TinyModel, tmp_path: Path) -> MlflowClient:
+    """Two registered versions of the tiny model: v1 champion, v2 challenger."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    example = tiny_model.test[["designation", "description"]]
+    for metric in (0.71, 0.74):
+        with mlflow.start_run():
+            mlflow.log_metric("test_weighted_f1", metric)
+            log_pyfunc_model(tiny_model.classifier, example, registered_model_name=MODEL_NAME)
+    client = MlflowClient()
+    promote_version(client, MODEL_NAME, 1)
+    set_challenger(client, MODEL_NAME, 2)
+    return client
+
+
+def test_registry_aliases_are_resolved_and_followed(
+    registry_versions: MlflowClient,
+    start_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        serve_model=f"models:/{MODEL_NAME}@champion", challenger_mode="shadow", reload_poll_s=0.2
+    )
+    client = start_client(settings)
+    model = client.get("/v1/model").json()
+    assert (model["version"], model["alias"], model["name"]) == ("1", "champion", MODEL_NAME)
+    assert model["metrics"]["test_weighted_f1"] == pytest.approx(0.71)
+    assert model["challenger"]["version"] == "2"
+    assert (
+        client.post("/v1/predict", data={"designation": "Roman"}).json()["model"]["version"] == "1"
+    )
+
+    promote_version(registry_versions, MODEL_NAME, 2)  # the poller notices and reloads
+    for _ in range(300):
+        if client.get("/v1/model").json()["version"] == "2":
+            break
+        import time
+
+        time.sleep(0.05)
+    model = client.get("/v1/model").json()
+    assert model["version"] == "2"
+    assert model["metrics"]["test_weighted_f1"] == pytest.approx(0.74)
+    assert 'rakuten_model_info{alias="champion",name="rakuten-product-classifier",' in (
+        client.get("/metrics").text
+    )
+    wait_ready(client)

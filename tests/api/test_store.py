@@ -1,0 +1,86 @@
+"""The service store on SQLite and PostgreSQL: migrations, records, feedback, queries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect, text
+from typer.testing import CliRunner
+
+from rakuten_mlops.cli import app as cli_app
+from rakuten_mlops.config import Settings, get_settings
+from rakuten_mlops.db.migrate import upgrade_database
+from rakuten_mlops.db.session import DatabaseError, make_engine
+from service_testing import stored_feedback, stored_predictions
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def test_migrations_create_the_tables_once(database_url: str) -> None:
+    assert upgrade_database(database_url) == "0001"
+    assert upgrade_database(database_url) == "0001"  # idempotent
+    engine = make_engine(database_url)
+    try:
+        tables = set(inspect(engine).get_table_names())
+        assert {"predictions", "feedback", "alembic_version"} <= tables
+        columns = {c["name"] for c in inspect(engine).get_columns("predictions")}
+        assert {"username", "variant", "shadow", "top3", "image_sha256"} <= columns
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+                assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_predictions_and_feedback_round_trip(
+    database_url: str,
+    start_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    jpeg_bytes: bytes,
+) -> None:
+    client = start_client(make_settings(database_url=database_url))
+    answers = []
+    for i, title in enumerate(["Piscine gonflable ronde", "Roman de poche", "Carte pokemon"]):
+        files = {"image": ("a.jpg", jpeg_bytes, "image/jpeg")} if i == 0 else None
+        response = client.post("/v1/predict", data={"designation": title}, files=files)
+        answers.append(response.json())
+    batch = client.post("/v1/predict/batch", json={"items": [{"designation": "Chat collier"}]})
+    assert batch.json()["succeeded"] == 1
+    feedback = client.post(
+        "/v1/feedback", json={"prediction_id": answers[1]["prediction_id"], "prdtypecode": 2705}
+    )
+    assert feedback.status_code == 201 and feedback.json()["correct"] is False
+    records = stored_predictions(client)
+    assert len(records) == 4
+    first = next(r for r in records if r.id == answers[0]["prediction_id"])
+    assert first.has_image and first.top3[0]["code"] == answers[0]["prdtypecode"]
+    assert first.created_at.tzinfo is not None or database_url.startswith("sqlite")
+    (row,) = stored_feedback(client)
+    assert (row.prediction_id, row.prdtypecode) == (answers[1]["prediction_id"], 2705)
+    page = client.get("/v1/predictions", params={"limit": 3}).json()
+    assert page["total"] == 4 and len(page["items"]) == 3
+
+
+def test_db_upgrade_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/nested/dir/service.db"
+    monkeypatch.setenv("RAKUTEN_DATABASE_URL", url)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli_app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "revision 0001" in result.output
+    monkeypatch.setenv("RAKUTEN_DATABASE_URL", "nonsense://")
+    get_settings.cache_clear()
+    bad = CliRunner().invoke(cli_app, ["db", "upgrade"])
+    assert bad.exit_code != 0 and "RAKUTEN_DATABASE_URL" in bad.output
+    with pytest.raises(DatabaseError):
+        make_engine("not a url")

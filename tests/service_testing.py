@@ -1,0 +1,148 @@
+"""Helpers for tests of the prediction service (importable as `service_testing`).
+
+Fixtures built on them live in `tests/api/conftest.py`: a tiny saved pyfunc model, settings
+on a temporary database, ready TestClients, real `serve` processes, PostgreSQL databases.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from rakuten_mlops.db.models import Feedback, Prediction
+from rakuten_mlops.models.pipeline import ProductClassifier
+
+CLI = Path(sys.executable).with_name("rakuten-mlops")
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """A saved pyfunc model and the products it was trained and tested on."""
+
+    path: Path
+    classifier: ProductClassifier
+    test: pd.DataFrame
+
+
+def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> None:
+    """Poll `/ready` until 200 (fails the test on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = client.get("/ready")
+            if last.status_code == 200:
+                return
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.05)
+    pytest.fail(f"service not ready after {timeout_s}s: {getattr(last, 'text', last)}")
+
+
+def app_of(client: TestClient) -> FastAPI:
+    """The app behind a TestClient."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+    return app
+
+
+def stored_predictions(client: TestClient) -> list[Prediction]:
+    """Every prediction record of a TestClient's app, after flushing the writer."""
+    app = app_of(client)
+    app.state.recorder.flush()
+    with app.state.session_factory() as session:
+        return list(session.scalars(select(Prediction).order_by(Prediction.created_at)))
+
+
+def stored_feedback(client: TestClient) -> list[Feedback]:
+    """Every feedback row of a TestClient's app."""
+    with app_of(client).state.session_factory() as session:
+        return list(session.scalars(select(Feedback).order_by(Feedback.id)))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A real `rakuten-mlops serve` process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
+        """Send `sig` (to this PID only) and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"server did not stop within {timeout_s}s")
+            raise
+
+
+def start_serve_process(env: dict[str, str], cwd: Path, *args: str) -> ServerProcess:
+    """Start `rakuten-mlops serve` on a free port and wait until `/ready` answers 200."""
+    port = free_port()
+    log = cwd / f"server-{port}.log"
+    full_env = {**os.environ, **env}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
+            try:
+                if http.get("/ready").status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    server.stop()
+    pytest.fail(f"server not ready:\n{log.read_text()[-3000:]}")
+    raise AssertionError
+
+
+def postgres_cluster_port() -> int | None:
+    """The port of the PostgreSQL 15 `main` cluster when it is online."""
+    result = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=False)
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["15", "main"] and "online" in line:
+            return int(parts[2])
+    return None
+
+
+def run_as_postgres(*command: str) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL client command as the `postgres` OS user (from root or postgres)."""
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, *command], capture_output=True, text=True, check=False)
