@@ -16,6 +16,7 @@ import secrets
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
+from rakuten_mlops.serving import security
 from rakuten_mlops.serving.deps import Principal
 
 SESSION_COOKIE = "rakuten_console"
@@ -23,28 +24,25 @@ LOGIN_CSRF_COOKIE = "rakuten_console_login"
 
 
 def sign_in(session: Session, settings: Settings, username: str, password: str) -> str | None:
-    """A session token for this user name and password, None when they are not accepted."""
-    return None  # no users exist until the service stores them
+    """A session token (the API's access token) for this user name and password, or None."""
+    user = security.authenticate_user(session, username, password)
+    if user is None:
+        return None
+    return security.create_access_token(settings, user)
 
 
 def principal_of(session: Session, settings: Settings, token: str) -> Principal | None:
     """The signed-in user of a session token; None when it is invalid, expired or disabled."""
-    return None
+    try:
+        return security.principal_from_token(session, settings, token)
+    except security.AuthError:
+        return None
 
 
 def csrf_key(settings: Settings) -> bytes:
     """The key CSRF tokens are signed with (derived from the service's signing secret)."""
-    return hashlib.sha256(b"console-csrf:" + _signing_secret(settings)).digest()
-
-
-def _signing_secret(settings: Settings) -> bytes:
-    secret = getattr(settings, "jwt_secret", None)
-    if secret is not None:
-        return str(secret.get_secret_value()).encode("utf-8")
-    return _PROCESS_SECRET
-
-
-_PROCESS_SECRET = secrets.token_bytes(32)
+    secret = security.jwt_secret_of(settings).encode("utf-8")
+    return hmac.new(secret, b"rakuten-console-csrf", hashlib.sha256).digest()
 
 
 def csrf_token(settings: Settings, session_token: str) -> str:

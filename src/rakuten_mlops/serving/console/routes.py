@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import (
@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rakuten_mlops.config import Settings
@@ -40,9 +40,11 @@ from rakuten_mlops.data.schema import CATEGORY_NAMES, PRODUCT_CODES
 from rakuten_mlops.db import crud, crud_console
 from rakuten_mlops.db.crud_console import QueueFilters, QueueOrder
 from rakuten_mlops.db.models import Prediction
+from rakuten_mlops.serving.api.routes import users as users_api
 from rakuten_mlops.serving.api.routes.feedback import post_feedback
 from rakuten_mlops.serving.api.routes.model import model_info
 from rakuten_mlops.serving.api.routes.predict import predict as api_predict
+from rakuten_mlops.serving.api.routes.users import ApiKeyCreated
 from rakuten_mlops.serving.console import assets, auth
 from rakuten_mlops.serving.console.charts import accuracy_chart
 from rakuten_mlops.serving.deps import (
@@ -61,11 +63,18 @@ from rakuten_mlops.serving.schemas import (
     MAX_TITLE_CHARS,
     FeedbackRequest,
 )
+from rakuten_mlops.serving.security import ROLES
 
 logger = logging.getLogger(__name__)
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 FRAGMENT_HEADER = "x-console-fragment"
+# Pages load only the console's own files (no inline script or style, no CDN).
+CONSOLE_CSP = (
+    "default-src 'self'; img-src 'self' blob:; script-src 'self'; style-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
 ACCURACY_DAYS = 90
 NOTICES = {
     "signed-out": "You are signed out.",
@@ -125,6 +134,7 @@ def render(
     values.update(context or {})
     response = templates().TemplateResponse(request, template, values, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = CONSOLE_CSP
     return response
 
 
@@ -595,3 +605,90 @@ async def reload_model(request: Request, principal: AdminDep) -> Response:
     """Start a background reload of the models (admins)."""
     start_reload(request.app)
     return RedirectResponse("/console/model?notice=reload", status_code=status.HTTP_303_SEE_OTHER)
+
+
+# Users and API keys (admins) -------------------------------------------------------------
+
+
+def _body(model: type[BodyT], **values: Any) -> BodyT:
+    """A request body of the API's admin routes, or the console's 422 page naming the field."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
+def _admin_context(session: SessionDep, created_key: ApiKeyCreated | None = None) -> dict[str, Any]:
+    return {
+        "users": users_api.list_users(session),
+        "keys": users_api.list_api_keys(session, None),
+        "roles": ROLES,
+        "created_key": created_key,
+    }
+
+
+@router.get("/admin/users", response_class=HTMLResponse)
+def users_page(request: Request, session: SessionDep, principal: AdminDep) -> Response:
+    """Users (role, enabled) and API keys, with the forms to change them."""
+    return render(request, "users.html", _admin_context(session))
+
+
+@router.post("/admin/users", dependencies=[CsrfDep])
+def create_user(
+    session: SessionDep,
+    principal: AdminDep,
+    username: Annotated[str, Form(max_length=150)],
+    password: Annotated[str, Form(max_length=256)],
+    role: Annotated[str, Form(max_length=16)],
+) -> Response:
+    """Create a user (the API's `POST /v1/admin/users`)."""
+    users_api.create_user(
+        _body(users_api.UserCreate, username=username.strip(), password=password, role=role),
+        session,
+    )
+    return RedirectResponse(
+        "/console/admin/users?notice=user-created", status_code=status.HTTP_303_SEE_OTHER
+    )
+
+
+@router.post("/admin/users/{username}", dependencies=[CsrfDep])
+def update_user(
+    username: str,
+    session: SessionDep,
+    principal: AdminDep,
+    role: Annotated[str | None, Form(max_length=16)] = None,
+    disabled: Annotated[bool | None, Form()] = None,
+) -> Response:
+    """Change a user's role or disable / enable it (the API's `PATCH /v1/admin/users/...`)."""
+    users_api.update_user(
+        username, _body(users_api.UserUpdate, role=role, disabled=disabled), session, principal
+    )
+    return RedirectResponse(
+        "/console/admin/users?notice=user-updated", status_code=status.HTTP_303_SEE_OTHER
+    )
+
+
+@router.post("/admin/api-keys", response_class=HTMLResponse, dependencies=[CsrfDep])
+def create_api_key(
+    request: Request,
+    session: SessionDep,
+    principal: AdminDep,
+    username: Annotated[str, Form(max_length=150)],
+    name: Annotated[str, Form(max_length=100)],
+) -> Response:
+    """Create an API key; the page shows it this once."""
+    created = users_api.create_api_key(
+        _body(users_api.ApiKeyCreate, username=username, name=name.strip()), session
+    )
+    return render(request, "users.html", _admin_context(session, created))
+
+
+@router.post("/admin/api-keys/{key_id}/revoke", dependencies=[CsrfDep])
+def revoke_api_key(key_id: int, session: SessionDep, principal: AdminDep) -> Response:
+    """Revoke an API key (the API's `DELETE /v1/admin/api-keys/...`)."""
+    users_api.revoke_api_key(key_id, session)
+    return RedirectResponse(
+        "/console/admin/users?notice=key-revoked", status_code=status.HTTP_303_SEE_OTHER
+    )
