@@ -447,18 +447,27 @@ def test_model_page_chart_drift_and_reload(console: TestClient, classify: Classi
         connection.execute(
             text(
                 "CREATE TABLE drift_runs (id INTEGER PRIMARY KEY, created_at TIMESTAMP, "
-                "drift_detected BOOLEAN, drift_share FLOAT)"
+                "dataset_drift BOOLEAN, drift_share FLOAT, drifted_columns JSON, "
+                "report_html TEXT)"
             )
         )
         connection.execute(
-            text("INSERT INTO drift_runs VALUES (1, '2026-11-30 10:00:00', 0, 0.1)"),
+            text(
+                "INSERT INTO drift_runs VALUES "
+                "(1, '2026-11-30 10:00:00', 0, 0.1, '[]', '<html>old</html>')"
+            ),
         )
         connection.execute(
-            text("INSERT INTO drift_runs VALUES (2, '2026-12-01 10:00:00', 1, 0.625)"),
+            text(
+                "INSERT INTO drift_runs VALUES (2, '2026-12-01 10:00:00', 1, 0.625, "
+                "'[\"designation\", \"image_brightness\"]', '<html>report</html>')"
+            ),
         )
     page = console.get("/console/model")
     assert '<svg class="chart"' in page.text and "100% right (1 of 1 reviewed)" in page.text
-    assert "0.625" in page.text and "drift_share" in page.text
+    assert "drift detected" in page.text and "drifted share 62.5 %" in page.text
+    assert "designation, image_brightness" in page.text
+    assert "&lt;html&gt;" not in page.text and "<html>report" not in page.text
     assert 'id="reload-button"' in page.text
     reload = console.post("/console/model/reload", data={"csrf_token": csrf})
     assert reload.status_code == 303
