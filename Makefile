@@ -10,10 +10,13 @@ STAMP := $(VENV)/.installed
 # Where `make run` imports the labelled data from (official layout).
 RAKUTEN_SOURCE ?= ../shared/data/rakuten-sample
 PYTEST_ARGS ?=
+# Where `make run` / `make serve` put the prediction service.
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run test test-fast lint format bench mlflow-ui clean lock
+.PHONY: help install run pipeline serve system-deps test test-fast lint format bench bench-api mlflow-ui clean lock
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,11 +28,21 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and the package
 
-run: install ## Run the whole pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
-	@test -d .git || { echo "make run needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
+run: pipeline serve ## Run the pipeline, then serve the champion on 127.0.0.1:8000 (foreground)
+
+pipeline: install ## Run only the pipeline (import -> validate -> prepare -> train -> evaluate) with DVC
+	@test -e .git || { echo "make pipeline needs a git checkout (DVC tracks the pipeline in git)"; exit 1; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
-test: install ## Run the whole test suite
+serve: install ## Serve the registry champion on 127.0.0.1:8000 in the foreground (Ctrl+C stops)
+	@echo "Prediction service: http://$(SERVE_HOST):$(SERVE_PORT)  (API docs: http://$(SERVE_HOST):$(SERVE_PORT)/docs)"
+	@echo "Example: curl -s -F 'designation=Télémaque - Je ne sais quoi de pur et de sublime' -F 'image=@$(RAKUTEN_SOURCE)/images/image_train/image_1000076039_product_580161.jpg' http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict"
+	$(CLI) serve --host $(SERVE_HOST) --port $(SERVE_PORT)
+
+system-deps: ## Install the system packages the tests need (PostgreSQL 15; needs root)
+	scripts/install-system-deps.sh
+
+test: install system-deps ## Run the whole test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## Run the tests not marked slow
@@ -46,6 +59,9 @@ format: install ## Format the code and fix what ruff can fix
 
 bench: install ## Benchmark quality and speed on the shared sample (prints numbers)
 	$(PY) bench/bench_classifier.py --source $(RAKUTEN_SOURCE)
+
+bench-api: install ## Benchmark the prediction service against `mlflow models serve` (prints a table)
+	$(PY) bench/bench_api.py --source $(RAKUTEN_SOURCE)
 
 mlflow-ui: install ## Start the MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow/mlflow.db}" --host 127.0.0.1 --port 5000 --workers 1

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024**2, ge=1)
     microbatch_max_size: int = Field(default=64, ge=1)
     microbatch_max_wait_ms: float = Field(default=5.0, ge=0.0)
+    microbatch_concurrency: int = Field(default=2, ge=1)
     record_flush_ms: float = Field(default=200.0, gt=0.0)
     record_batch_size: int = Field(default=256, ge=1)
     log_file: Path | None = Path("logs/service.log")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from rakuten_mlops.serving.batcher import MicroBatcher, ModelItem
+from rakuten_mlops.serving.batcher import BatchResult, MicroBatcher, ModelItem
 from rakuten_mlops.serving.logs import JsonFormatter, request_id_var, truncate
 from rakuten_mlops.serving.model_manager import LoadedModel
 
@@ -60,14 +60,17 @@ def test_concurrent_requests_share_model_calls_off_the_event_loop() -> None:
     model = loaded(fake)
 
     async def scenario() -> list[int]:
-        batcher = MicroBatcher(max_size=64, max_wait_s=0.05)
+        batcher = MicroBatcher(max_size=64, max_wait_s=0.05, concurrency=1)
         batcher.start()
-        batcher.inflight = 20  # twenty requests on their way
-        results = await asyncio.gather(
-            *(batcher.predict(model, [ModelItem(f"title {i}")]) for i in range(20))
-        )
+
+        async def request(i: int) -> BatchResult:
+            batcher.expect()  # what the middleware does when a request comes in
+            await asyncio.sleep(0.001 * (i % 3))  # parsing the request
+            return await batcher.predict(model, [ModelItem(f"title {i}")])
+
+        results = await asyncio.gather(*(request(i) for i in range(20)))
+        assert batcher.arriving == 0
         # A lone request is not delayed by the bounded wait.
-        batcher.inflight = 1
         t0 = time.perf_counter()
         await batcher.predict(model, [ModelItem("alone")])
         alone_s = time.perf_counter() - t0
@@ -87,7 +90,6 @@ def test_batcher_respects_max_size_and_reports_model_errors() -> None:
     async def scenario() -> None:
         batcher = MicroBatcher(max_size=4, max_wait_s=0.01)
         batcher.start()
-        batcher.inflight = 10
         await asyncio.gather(*(batcher.predict(loaded(fake), [ModelItem("t")]) for _ in range(10)))
 
         def broken(frame: pd.DataFrame) -> pd.DataFrame:

@@ -7,13 +7,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from rakuten_mlops.cli import app as cli_app
 from rakuten_mlops.config import Settings, get_settings
-from rakuten_mlops.evaluation.abtest import compare_variants, mcnemar_exact, two_proportion_p
+from rakuten_mlops.evaluation.abtest import (
+    compare_variants,
+    mcnemar_exact,
+    two_proportion_p,
+    weighted_f1,
+)
 from rakuten_mlops.serving.predictor import ProductIn, split_bucket
 from service_testing import stored_predictions
 
@@ -136,6 +142,17 @@ def test_abtest_split_design_without_difference() -> None:
     assert report.design == "split" and report.agreement is None
     assert report.significant is False and "no significant" in report.verdict
     assert report.champion.weighted_f1_ci is not None
+
+
+def test_weighted_f1_matches_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.choice([10, 40, 50, 60, 2583], size=50)
+        p = np.where(rng.random(50) < 0.6, y, rng.choice([10, 40, 1160, 2905], size=50))
+        expected = f1_score(y, p, average="weighted", zero_division=0)
+        assert weighted_f1(y, p) == pytest.approx(expected, abs=1e-12)
 
 
 def test_significance_helpers() -> None:

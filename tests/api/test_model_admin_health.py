@@ -51,6 +51,21 @@ def test_health_ready_and_metrics(client: TestClient, jpeg_bytes: bytes) -> None
     assert 'route="unmatched",status="404"' in client.get("/metrics").text
 
 
+def test_openapi_documents_every_route_with_examples(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {
+        "/v1/predict", "/v1/predict/batch", "/v1/feedback", "/v1/predictions", "/v1/model",
+        "/v1/admin/reload", "/health", "/ready", "/metrics",
+    } <= set(spec["paths"])  # fmt: skip
+    form = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    schema = spec["components"]["schemas"][form["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert schema["properties"]["designation"]["examples"]
+    assert "image" in schema["properties"] and schema["required"] == ["designation"]
+    feedback = spec["components"]["schemas"]["FeedbackRequest"]
+    assert feedback["examples"][0]["prdtypecode"] == 2583
+
+
 def test_not_ready_until_a_model_loads(
     start_client: Callable[..., TestClient], make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -98,8 +113,11 @@ def registry_versions(tiny_model: TinyModel, tmp_path: Path) -> MlflowClient:
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     mlflow.set_registry_uri(f"sqlite:///{tmp_path}/mlflow.db")
     example = tiny_model.test[["designation", "description"]]
+    experiment = mlflow.create_experiment(
+        "api-tests", artifact_location=str(tmp_path / "artifacts")
+    )
     for metric in (0.71, 0.74):
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             mlflow.log_metric("test_weighted_f1", metric)
             log_pyfunc_model(tiny_model.classifier, example, registered_model_name=MODEL_NAME)
     client = MlflowClient()

@@ -10,11 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from rakuten_mlops.db.models import Prediction
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from service_testing import ServerProcess, TinyModel
+
+pytestmark = pytest.mark.slow  # real server processes
 
 
 def server_env(tmp_path: Path, model: Path) -> dict[str, str]:

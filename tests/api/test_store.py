@@ -14,7 +14,7 @@ from rakuten_mlops.cli import app as cli_app
 from rakuten_mlops.config import Settings, get_settings
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.session import DatabaseError, make_engine
-from service_testing import stored_feedback, stored_predictions
+from service_testing import app_of, stored_feedback, stored_predictions
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,7 +50,8 @@ def test_predictions_and_feedback_round_trip(
 ) -> None:
     client = start_client(make_settings(database_url=database_url))
     answers = []
-    for i, title in enumerate(["Piscine gonflable ronde", "Roman de poche", "Carte pokemon"]):
+    titles = ["Piscine gonflable ronde", "Roman de poche", "Carte\x00 pokemon"]  # NUL: dropped
+    for i, title in enumerate(titles):
         files = {"image": ("a.jpg", jpeg_bytes, "image/jpeg")} if i == 0 else None
         response = client.post("/v1/predict", data={"designation": title}, files=files)
         answers.append(response.json())
@@ -69,6 +70,27 @@ def test_predictions_and_feedback_round_trip(
     assert (row.prediction_id, row.prdtypecode) == (answers[1]["prediction_id"], 2705)
     page = client.get("/v1/predictions", params={"limit": 3}).json()
     assert page["total"] == 4 and len(page["items"]) == 3
+    assert any(r.designation == "Carte pokemon" for r in records)
+    assert client.post("/v1/predict", data={"designation": "\x00 "}).status_code == 422
+
+
+def test_a_row_the_database_refuses_does_not_block_the_others(
+    database_url: str,
+    start_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+) -> None:
+    client = start_client(make_settings(database_url=database_url))
+    answer = client.post("/v1/predict", data={"designation": "Roman"}).json()
+    recorder = app_of(client).state.recorder
+    recorder.flush()
+    row = {**stored_predictions(client)[0].__dict__}
+    row.pop("_sa_instance_state")
+    # The same id again (refused), then a good row: only the good one waits no longer.
+    recorder.record([row, {**row, "id": "b" * 32}])
+    assert recorder.flush() == 2
+    assert recorder.dropped == 1 and recorder.backlog == 0
+    ids = {r.id for r in stored_predictions(client)}
+    assert ids == {answer["prediction_id"], "b" * 32}
 
 
 def test_db_upgrade_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

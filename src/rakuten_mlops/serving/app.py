@@ -46,7 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service application (nothing is loaded until the lifespan starts)."""
     settings = settings or get_settings()
     metrics = ServiceMetrics()
-    batcher = MicroBatcher(settings.microbatch_max_size, settings.microbatch_max_wait_ms / 1000)
+    batcher = MicroBatcher(
+        settings.microbatch_max_size,
+        settings.microbatch_max_wait_ms / 1000,
+        settings.microbatch_concurrency,
+    )
     models = ModelManager(settings)
     models.add_listener(lambda manager, ok: _update_model_metrics(manager, ok, metrics))
 
@@ -73,6 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_service_logging(settings.log_level, settings.log_file)
+    if settings.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.num_threads)
     await asyncio.to_thread(upgrade_database, settings.database_url)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
@@ -91,11 +99,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.predictor = predictor
     await asyncio.to_thread(start_security, app)  # first admin; refuses to start without one
     with session_factory() as session:
-        for variant, correct in crud.latest_feedback_outcomes(session):
-            predictor.count_feedback(variant, correct)
-    for variant in ("champion", "challenger"):  # counters count this process's feedback
-        for correct in ("true", "false"):
-            app.state.metrics.feedback.labels(variant, correct).reset()
+        predictor.restore_online_accuracy(crud.latest_feedback_outcomes(session))
     recorder.start()
     app.state.batcher.start()
     start_reload(app)

@@ -2,9 +2,10 @@
 
 Requests put their items on a queue and await a future. One worker task takes what is
 queued, waits a bounded time for more only while other prediction requests are in flight
-(a lone request is never delayed), runs one model call per model in a dedicated thread, and
-resolves every future. While the model runs, new requests queue up for the next call: the
-busier the service, the bigger the batches.
+(a lone request is never delayed), runs one model call per model in a model thread, and
+resolves every future. At most `concurrency` model calls run at once (image decoding and
+most of the model release the GIL, so two calls use two cores); while they run, new requests
+queue up for the next call: the busier the service, the bigger the batches.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from rakuten_mlops.inference.model_io import (
@@ -45,6 +47,21 @@ class BatchResult:
     batch_size: int
 
 
+class _Arrival:
+    """A request announced to the batcher; `done` withdraws it once."""
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self._batcher: MicroBatcher | None = batcher
+
+    def done(self) -> None:
+        if self._batcher is not None:
+            self._batcher.arriving -= 1
+            self._batcher = None
+
+
+_arrival_var: ContextVar[_Arrival | None] = ContextVar("batcher_arrival", default=None)
+
+
 @dataclass
 class _Job:
     model: LoadedModel
@@ -56,18 +73,22 @@ class _Job:
 class MicroBatcher:
     """Groups the items of concurrent requests into shared model calls."""
 
-    def __init__(self, max_size: int = 64, max_wait_s: float = 0.005) -> None:
+    def __init__(self, max_size: int = 64, max_wait_s: float = 0.005, concurrency: int = 2) -> None:
         self.max_size = max_size
         self.max_wait_s = max_wait_s
-        # Prediction requests in flight (counted by the middleware): how many may still come.
-        self.inflight = 0
+        self.concurrency = concurrency
+        # Prediction requests received but not yet queued (see `expect`): how many may come.
+        self.arriving = 0
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="model")
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """Start the worker on the running loop."""
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -79,25 +100,40 @@ class MicroBatcher:
                 await self._worker
         self._executor.shutdown(wait=True)
 
+    def expect(self) -> _Arrival:
+        """Announce a prediction request (the middleware calls it when one starts).
+
+        Its first `predict` call, or `arrival.done()` when it ends without one, withdraws it.
+        """
+        self.arriving += 1
+        arrival = _Arrival(self)
+        _arrival_var.set(arrival)
+        return arrival
+
     async def predict(self, model: LoadedModel, items: list[ModelItem]) -> BatchResult:
         """Predict `items` with `model`, sharing the call with concurrent requests."""
         if self._queue is None:
             raise RuntimeError("the micro-batcher is not started")
+        arrival = _arrival_var.get()
+        if arrival is not None:
+            arrival.done()
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(model, items, future))
         return await future
 
     async def _run(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
+        assert self._queue is not None and self._slots is not None
+        queue, slots = self._queue, self._slots
         while True:
             jobs = [await queue.get()]
+            # Wait for a free model slot first: meanwhile requests pile up into one batch.
+            await slots.acquire()
             size = len(jobs[0].items)
             deadline = time.perf_counter() + self.max_wait_s
             while size < self.max_size:
                 if queue.empty():
                     # Others are on their way (parsing their request): wait for them, bounded.
-                    waiting = self.inflight > sum(1 for _ in jobs)
+                    waiting = self.arriving > 0
                     remaining = deadline - time.perf_counter()
                     if not waiting or remaining <= 0:
                         break
@@ -109,11 +145,18 @@ class MicroBatcher:
                     job = queue.get_nowait()
                 jobs.append(job)
                 size += len(job.items)
-            try:
-                await self._run_jobs(jobs)
-            finally:
-                for _ in jobs:
-                    queue.task_done()
+            task = asyncio.get_running_loop().create_task(self._run_and_release(jobs))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_and_release(self, jobs: list[_Job]) -> None:
+        assert self._queue is not None and self._slots is not None
+        try:
+            await self._run_jobs(jobs)
+        finally:
+            self._slots.release()
+            for _ in jobs:
+                self._queue.task_done()
 
     async def _run_jobs(self, jobs: list[_Job]) -> None:
         by_model: dict[int, list[_Job]] = {}

@@ -36,9 +36,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         status_code = 500
-        predicting = scope["path"].startswith("/v1/predict")
-        if predicting:
-            self.batcher.inflight += 1
+        arrival = self.batcher.expect() if scope["path"].startswith("/v1/predict") else None
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -52,8 +50,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if predicting:
-                self.batcher.inflight -= 1
+            if arrival is not None:
+                arrival.done()
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
             method = scope["method"]

@@ -27,13 +27,20 @@ ONLINE_ACCURACY_WINDOW = 500
 
 @dataclass(frozen=True)
 class ProductIn:
-    """One product to classify, as the routes received it."""
+    """One product to classify, as the routes received it (NUL characters removed: no
+    database stores them in text)."""
 
     designation: str
     description: str = ""
     productid: str | None = None
     imageid: str | None = None
     image_bytes: bytes | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("designation", "description", "productid", "imageid"):
+            value = getattr(self, name)
+            if value and "\x00" in value:
+                object.__setattr__(self, name, value.replace("\x00", ""))
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,14 @@ class PredictionService:
     def count_feedback(self, variant: str, correct: bool) -> None:
         """Update the feedback counter and the rolling online accuracy of `variant`."""
         self.metrics.feedback.labels(variant, "true" if correct else "false").inc()
+        self._add_outcome(variant, correct)
+
+    def restore_online_accuracy(self, outcomes: list[tuple[str, bool]]) -> None:
+        """Start the rolling online accuracy from stored feedback (oldest first)."""
+        for variant, correct in outcomes:
+            self._add_outcome(variant, correct)
+
+    def _add_outcome(self, variant: str, correct: bool) -> None:
         window = self._outcomes.setdefault(variant, deque(maxlen=ONLINE_ACCURACY_WINDOW))
         window.append(correct)
         self.metrics.online_accuracy.labels(variant).set(sum(window) / len(window))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rakuten_mlops.db.models import Prediction
@@ -48,6 +48,7 @@ class PredictionRecorder:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
+        self.dropped = 0
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -96,8 +97,7 @@ class PredictionRecorder:
                 return 0
             try:
                 self._store_images(images)
-                with self._factory() as session, session.begin():
-                    session.execute(insert(Prediction), rows)
+                self._insert(rows)
             except BaseException:
                 with self._lock:  # keep them, in order, for the next attempt
                     self._pending = rows + self._pending
@@ -107,6 +107,29 @@ class PredictionRecorder:
                 self._pending_ids.difference_update(row["id"] for row in rows)
             self.written += len(rows)
             return len(rows)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """Insert in one transaction; rows the database refuses are dropped one by one.
+
+        A row the database cannot store (a value it rejects) must not block every later
+        record: it is logged and skipped. Connection problems propagate (rows are kept).
+        """
+        try:
+            with self._factory() as session, session.begin():
+                session.execute(insert(Prediction), rows)
+            return
+        except (DataError, IntegrityError):
+            pass
+        for row in rows:
+            try:
+                with self._factory() as session, session.begin():
+                    session.execute(insert(Prediction), [row])
+            except (DataError, IntegrityError) as exc:
+                self.dropped += 1
+                logger.error(
+                    "prediction record refused by the database; dropped",
+                    extra={"prediction_id": row.get("id"), "error": str(exc.orig)[:300]},
+                )
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop the writer and write what is left (retrying until `timeout_s`)."""

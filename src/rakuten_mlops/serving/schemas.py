@@ -79,7 +79,7 @@ class ProductItem(BaseModel):
     @field_validator("designation")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not value.replace("\x00", "").strip():
             raise ValueError("must not be blank")
         return value
 
