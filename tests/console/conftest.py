@@ -105,15 +105,17 @@ def console(
 @pytest.fixture
 def classify() -> Callable[..., dict[str, Any]]:
     """Classify products through the API as the admin (`classify(client, title)`)."""
+    tokens: dict[int, str] = {}
 
     def run(client: TestClient, designation: str, **fields: Any) -> dict[str, Any]:
-        token = client.post(
-            "/token", data={"username": "admin", "password": PASSWORDS["admin"]}
-        ).json()["access_token"]
+        if id(client) not in tokens:
+            tokens[id(client)] = client.post(
+                "/token", data={"username": "admin", "password": PASSWORDS["admin"]}
+            ).json()["access_token"]
         response = client.post(
             "/v1/predict",
             data={"designation": designation, **fields},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {tokens[id(client)]}"},
         )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
