@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,20 @@ def test_sign_in_form_needs_its_csrf_nonce(console: TestClient) -> None:
     )
     assert response.status_code == 403
     assert "rakuten_console=" not in response.headers.get("set-cookie", "")
+
+
+def test_sign_in_attempts_share_the_token_rate_limit(
+    start_console: Callable[..., TestClient], console_settings: Callable[..., Settings]
+) -> None:
+    client = start_console(console_settings(rate_limit_token="2/minute"))
+    page = client.get("/console/login")
+    data = {"username": "rita", "password": "wrong-password-1", "csrf_token": csrf_of(page.text)}
+    assert [client.post("/console/login", data=data).status_code for _ in range(2)] == [401, 401]
+    limited = client.post("/console/login", data={**data, "password": PASSWORDS["rita"]})
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) > 0
+    assert "Too many attempts" in limited.text
+    assert "rakuten_console=" not in limited.headers.get("set-cookie", "")
 
 
 def test_open_redirects_are_not_followed(console: TestClient) -> None:
@@ -329,7 +344,7 @@ def test_queue_filters_order_and_pagination(
     same_code = [p for p in made if p["prdtypecode"] == code]
     by_code = client.get(f"/console/queue?code={code}")
     assert re.search(rf'id="left-count">{len(same_code)}<', by_code.text)
-    today = made[0]["prediction_id"] and __import__("datetime").date.today().isoformat()
+    today = datetime.now(UTC).date().isoformat()
     assert re.search(r'id="left-count">5<', client.get(f"/console/queue?day={today}").text)
     assert re.search(r'id="left-count">0<', client.get("/console/queue?day=2001-01-01").text)
     bad = client.get("/console/queue?code=77")

@@ -54,6 +54,7 @@ from rakuten_mlops.serving.deps import (
     RecorderDep,
     SessionDep,
     SettingsDep,
+    limit_token_requests,
 )
 from rakuten_mlops.serving.errors import validation_errors
 from rakuten_mlops.serving.model_manager import ModelNotReadyError
@@ -166,7 +167,9 @@ class ConsoleRoute(APIRoute):
                 return _error_page(request, status.HTTP_503_SERVICE_UNAVAILABLE, str(exc))
             except StarletteHTTPException as exc:
                 detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-                return _error_page(request, exc.status_code, detail)
+                page = _error_page(request, exc.status_code, detail)
+                page.headers.update(exc.headers or {})  # Retry-After of a 429
+                return page
 
         return handle
 
@@ -181,6 +184,7 @@ def _error_page(
         409: "Conflict",
         413: "Too large",
         422: "Please check the form",
+        429: "Too many attempts",
         503: "Model not ready",
     }
     template = "_error.html" if is_fragment(request) else "error.html"
@@ -319,7 +323,12 @@ def login_page(
     return response
 
 
-@router.post("/login", response_class=HTMLResponse)
+@router.post(
+    "/login",
+    response_class=HTMLResponse,
+    # Same limit per client IP as `POST /token`: the form is no way around it.
+    dependencies=[Depends(limit_token_requests)],
+)
 def login(
     request: Request,
     session: SessionDep,
