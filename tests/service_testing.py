@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.models.pipeline import ProductClassifier
+from security_testing import SECURITY_ENV, login
 
 CLI = Path(sys.executable).with_name("rakuten-mlops")
 
@@ -83,11 +84,12 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """A real `rakuten-mlops serve` process."""
+    """A real `rakuten-mlops serve` process; `headers` carry the first admin's token."""
 
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    headers: dict[str, str] = field(default_factory=dict)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> int:
         """Send `sig` (to this PID only) and wait for the exit code."""
@@ -106,7 +108,7 @@ def start_serve_process(env: dict[str, str], cwd: Path, *args: str) -> ServerPro
     """Start `rakuten-mlops serve` on a free port and wait until `/ready` answers 200."""
     port = free_port()
     log = cwd / f"server-{port}.log"
-    full_env = {**os.environ, **env}
+    full_env = {**os.environ, "RAKUTEN_ENV": "test", **SECURITY_ENV, **env}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
@@ -123,6 +125,9 @@ def start_serve_process(env: dict[str, str], cwd: Path, *args: str) -> ServerPro
                 pytest.fail(f"server exited early:\n{log.read_text()[-3000:]}")
             try:
                 if http.get("/ready").status_code == 200:
+                    server.headers = login(
+                        http, full_env["RAKUTEN_ADMIN_USERNAME"], full_env["RAKUTEN_ADMIN_PASSWORD"]
+                    )
                     return server
             except httpx.TransportError:
                 pass

@@ -17,6 +17,7 @@ from rakuten_mlops.config import Settings
 from rakuten_mlops.models.pipeline import ProductClassifier
 from rakuten_mlops.models.pyfunc import save_pyfunc_model
 from rakuten_mlops.serving.app import create_app
+from security_testing import SECURITY_SETTINGS, bearer, token_for
 from service_testing import (
     ServerProcess,
     TinyModel,
@@ -69,6 +70,7 @@ def make_settings(tmp_path: Path, tiny_model: TinyModel) -> Callable[..., Settin
             "log_file": tmp_path / "logs" / "service.log",
             "record_flush_ms": 50.0,
             "env": "test",
+            **SECURITY_SETTINGS,
         }
         values.update(overrides)
         return Settings(**values)
@@ -78,13 +80,18 @@ def make_settings(tmp_path: Path, tiny_model: TinyModel) -> Callable[..., Settin
 
 @pytest.fixture
 def start_client() -> Iterator[Callable[..., TestClient]]:
-    """Start apps with their lifespan (`start_client(settings)`), ready; closed afterwards."""
+    """Start apps with their lifespan (`start_client(settings)`), ready; closed afterwards.
+
+    The client sends the first admin's bearer token (`authenticated=False`: no credential).
+    """
     clients: list[TestClient] = []
 
-    def start(settings: Settings, ready: bool = True) -> TestClient:
+    def start(settings: Settings, ready: bool = True, authenticated: bool = True) -> TestClient:
         client = TestClient(create_app(settings))
         client.__enter__()
         clients.append(client)
+        if authenticated:
+            client.headers.update(bearer(token_for(client, settings.admin_username)))
         if ready:
             wait_ready(client)
         return client
@@ -153,3 +160,14 @@ def postgres_url(postgres_port: int) -> Iterator[str]:
         "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
         "-c", f"DROP ROLE IF EXISTS {name}",
     )  # fmt: skip
+
+
+# Security
+@pytest.fixture
+def service_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The service database URL: SQLite in `tmp_path`, or a throwaway PostgreSQL database
+    when a test is parametrized with `security_testing.ON_BOTH_DATABASES`."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path}/service.db"

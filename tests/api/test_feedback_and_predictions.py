@@ -29,7 +29,7 @@ def test_feedback_is_committed_before_the_answer(client: TestClient) -> None:
     body = response.json()
     assert body["predicted_code"] == prediction["prdtypecode"]
     assert body["correct"] is (prediction["prdtypecode"] == 10)
-    assert body["username"] == "anonymous" and body["variant"] == "champion"
+    assert body["username"] == "admin" and body["variant"] == "champion"
     # Visible from another connection (committed), linked to the prediction.
     engine = make_engine(str(app_of(client).state.settings.database_url))
     with make_session_factory(engine)() as session:

@@ -62,7 +62,7 @@ def test_predict_matches_batch_prediction_with_and_without_image(
     records = stored_predictions(client)
     assert len(records) == len(products)
     assert sum(r.has_image for r in records) == int(expected["has_image"].sum())
-    assert all(r.username == "anonymous" and r.top3 and not r.shadow for r in records)
+    assert all(r.username == "admin" and r.top3 and not r.shadow for r in records)
     with_image = next(r for r in records if r.has_image)
     assert with_image.image_sha256 and len(with_image.image_sha256) == 64
     assert with_image.image_path is None  # no image store configured: hash only
@@ -107,7 +107,7 @@ def test_json_body_on_multipart_route_is_422(client: TestClient) -> None:
     assert response.json()["errors"][0]["field"] == "designation"
 
 
-def test_image_too_large_is_413_and_corrupt_image_falls_back_to_text(
+def test_image_too_large_is_413_and_corrupt_image_is_422(
     start_client: Callable[[Settings], TestClient], make_settings: Callable[..., Settings]
 ) -> None:
     client = start_client(make_settings(max_image_bytes=1000))
@@ -122,8 +122,10 @@ def test_image_too_large_is_413_and_corrupt_image_falls_back_to_text(
         data={"designation": "Piscine"},
         files={"image": ("a.jpg", b"not a jpeg", "image/jpeg")},
     )
-    assert corrupt.status_code == 200
-    assert corrupt.json()["has_image"] is False
+    assert (
+        corrupt.status_code == 422
+    )  # refused, not silently ignored (tests/api/test_hostile_input.py)
+    assert corrupt.json()["errors"][0]["field"] == "image"
     empty = client.post(
         "/v1/predict",
         data={"designation": "Piscine"},

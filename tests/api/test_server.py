@@ -48,8 +48,9 @@ def assert_clean_exit(server: ServerProcess) -> None:
 class Traffic:
     """Threads that keep predicting until stopped; they count answers and failures."""
 
-    def __init__(self, url: str, threads: int = 4) -> None:
+    def __init__(self, url: str, headers: dict[str, str], threads: int = 4) -> None:
         self.url = url
+        self.headers = headers
         self.ok_ids: list[str] = []
         self.failures: list[str] = []
         self.transport_errors = 0
@@ -71,7 +72,7 @@ class Traffic:
             thread.join(30)
 
     def _run(self, worker: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as http:
+        with httpx.Client(base_url=self.url, timeout=30, headers=self.headers) as http:
             i = 0
             while not self._stop.is_set():
                 i += 1
@@ -103,7 +104,7 @@ def test_serve_answers_over_http(
     jpeg_bytes: bytes,
 ) -> None:
     server = start_server(server_env(tmp_path, tiny_model.path))
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.headers) as http:
         text = http.post("/v1/predict", data={"designation": "Roman de poche"}).json()
         image = http.post(
             "/v1/predict",
@@ -135,7 +136,10 @@ def test_reload_under_traffic_fails_no_request(
     start_server: Callable[..., ServerProcess], tiny_model: TinyModel, tmp_path: Path
 ) -> None:
     server = start_server(server_env(tmp_path, tiny_model.path))
-    with httpx.Client(base_url=server.url, timeout=60) as http, Traffic(server.url) as traffic:
+    with (
+        httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as http,
+        Traffic(server.url, server.headers) as traffic,
+    ):
         first = http.get("/v1/model").json()["loaded_at"]
         time.sleep(0.5)
         for _ in range(2):
@@ -154,7 +158,7 @@ def test_sigterm_under_load_loses_no_answered_prediction(
     env = server_env(tmp_path, tiny_model.path)
     env["RAKUTEN_RECORD_FLUSH_MS"] = "5000"  # records still queued when the signal comes
     server = start_server(env)
-    with Traffic(server.url) as traffic:
+    with Traffic(server.url, server.headers) as traffic:
         time.sleep(1.5)
         assert_clean_exit(server)
     assert traffic.failures == []

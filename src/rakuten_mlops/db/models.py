@@ -6,10 +6,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from rakuten_mlops.db.base import Base
+from rakuten_mlops.db.base import Base, UtcDateTime
 
 
 def new_prediction_id() -> str:
@@ -28,9 +28,7 @@ class Prediction(Base):
     __tablename__ = "predictions"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_prediction_id)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, index=True
-    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
     request_id: Mapped[str | None] = mapped_column(String(64), index=True)
     productid: Mapped[str | None] = mapped_column(String(64))
     imageid: Mapped[str | None] = mapped_column(String(64))
@@ -63,11 +61,11 @@ class Feedback(Base):
     )
     prdtypecode: Mapped[int] = mapped_column(Integer)
     username: Mapped[str | None] = mapped_column(String(150))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     # Review console (migration 0004): the code in force before this correction, and when
     # its author undid it (an undone correction no longer counts anywhere).
     previous_code: Mapped[int | None] = mapped_column(Integer)
-    undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    undone_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class User(Base):
@@ -80,7 +78,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class ApiKey(Base):
@@ -95,6 +93,6 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -27,6 +27,7 @@ from typing import Literal, get_args
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -413,7 +414,7 @@ def resolve_secrets(settings: Settings) -> StartupSecrets:
                 f"{MIN_JWT_SECRET_CHARS} characters; set a random one "
                 "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
-        updates["jwt_secret"] = secrets.token_urlsafe(48)
+        updates["jwt_secret"] = SecretStr(secrets.token_urlsafe(48))
         generated_secret = True
     password = settings.admin_password.get_secret_value() if settings.admin_password else ""
     generated_password: str | None = None
@@ -426,7 +427,7 @@ def resolve_secrets(settings: Settings) -> StartupSecrets:
         password = ""
     if not password and dev:
         generated_password = secrets.token_urlsafe(12)
-        updates["admin_password"] = generated_password
+        updates["admin_password"] = SecretStr(generated_password)
     resolved = settings.model_copy(update=updates) if updates else settings
     return StartupSecrets(resolved, generated_secret, generated_password)
 

@@ -15,17 +15,27 @@ from rakuten_mlops.serving.api.routes import (
     users,
 )
 from rakuten_mlops.serving.deps import rate_limit
+from rakuten_mlops.serving.schemas import ErrorResponse
 
-# Every /v1 route authenticates (401) and counts against its caller's rate limit (429).
+# Every /v1 route authenticates (401), checks the role (403) and counts against its
+# caller's rate limit (429).
 PREDICT_LIMIT = [Depends(rate_limit("predict"))]
 API_LIMIT = [Depends(rate_limit("api"))]
+SECURED: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "Body that cannot be parsed."},
+    401: {"model": ErrorResponse, "description": "No valid bearer token or API key."},
+    403: {"model": ErrorResponse, "description": "The caller's role may not do this."},
+    413: {"model": ErrorResponse, "description": "Request body over RAKUTEN_MAX_BODY_BYTES."},
+    422: {"model": ErrorResponse, "description": "Invalid input; `errors` names the fields."},
+    429: {"model": ErrorResponse, "description": "Rate limit reached; see `Retry-After`."},
+}
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(auth.router)
-api_router.include_router(predict.router, dependencies=PREDICT_LIMIT)
-api_router.include_router(feedback.router, dependencies=API_LIMIT)
-api_router.include_router(predictions.router, dependencies=API_LIMIT)
-api_router.include_router(model.router, dependencies=API_LIMIT)
-api_router.include_router(admin.router, dependencies=API_LIMIT)
-api_router.include_router(users.router, dependencies=API_LIMIT)
+api_router.include_router(predict.router, dependencies=PREDICT_LIMIT, responses=SECURED)
+api_router.include_router(feedback.router, dependencies=API_LIMIT, responses=SECURED)
+api_router.include_router(predictions.router, dependencies=API_LIMIT, responses=SECURED)
+api_router.include_router(model.router, dependencies=API_LIMIT, responses=SECURED)
+api_router.include_router(admin.router, dependencies=API_LIMIT, responses=SECURED)
+api_router.include_router(users.router, dependencies=API_LIMIT, responses=SECURED)

@@ -38,6 +38,7 @@ class TokenResponse(BaseModel):
     dependencies=[Depends(limit_token_requests)],
     responses={
         401: {"model": ErrorResponse, "description": "Wrong user name or password."},
+        422: {"model": ErrorResponse, "description": "Missing field; `errors` names it."},
         429: {"model": ErrorResponse, "description": "Too many attempts from this address."},
     },
 )

@@ -46,9 +46,10 @@ class UserCreate(BaseModel):
     """A new user."""
 
     model_config = ConfigDict(
+        strict=True,
         json_schema_extra={
             "examples": [{"username": "alice", "password": "a long passphrase", "role": "reviewer"}]
-        }
+        },
     )
 
     username: str = Field(pattern=USERNAME_PATTERN)
@@ -59,7 +60,7 @@ class UserCreate(BaseModel):
 class UserUpdate(BaseModel):
     """Changes to a user: role, disabled, password (each optional)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"disabled": True}]})
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"disabled": True}]})
 
     role: Role | None = None
     disabled: bool | None = None
@@ -84,7 +85,8 @@ class ApiKeyCreate(BaseModel):
     """A new API key for a user (it acts with that user's role)."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"username": "merchant-tool", "name": "catalogue sync"}]}
+        strict=True,
+        json_schema_extra={"examples": [{"username": "merchant-tool", "name": "catalogue sync"}]},
     )
 
     username: str = Field(pattern=USERNAME_PATTERN)
