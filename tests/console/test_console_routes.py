@@ -125,7 +125,7 @@ def test_sign_in_attempts_share_the_token_rate_limit(
     limited = client.post("/console/login", data={**data, "password": PASSWORDS["rita"]})
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) > 0
-    assert "Too many attempts" in limited.text
+    assert "Too many requests" in limited.text
     assert "rakuten_console=" not in limited.headers.get("set-cookie", "")
 
 
@@ -251,6 +251,31 @@ def test_classify_fragment_and_clear_errors(console: TestClient) -> None:
     )
     assert not_an_image.status_code == 422
     assert "image" in not_an_image.text
+
+
+def test_classify_counts_against_the_users_prediction_limit(
+    start_console: Callable[..., TestClient], console_settings: Callable[..., Settings]
+) -> None:
+    client = start_console(console_settings(rate_limit_predict="2/minute"))
+    csrf = sign_in(client, "rita")
+    data = {"designation": "Chaise de jardin", "csrf_token": csrf}
+    assert [client.post("/console/classify", data=data).status_code for _ in range(2)] == [
+        200,
+        200,
+    ]
+    limited = client.post("/console/classify", data=data, headers={"X-Console-Fragment": "1"})
+    assert limited.status_code == 429 and "Too many requests" in limited.text
+    assert int(limited.headers["retry-after"]) > 0
+    # The same budget as rita's API calls.
+    token = client.post("/token", data={"username": "rita", "password": PASSWORDS["rita"]}).json()[
+        "access_token"
+    ]
+    api = client.post(
+        "/v1/predict",
+        data={"designation": "Chaise"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert api.status_code == 429
 
 
 # Review queue ----------------------------------------------------------------------------

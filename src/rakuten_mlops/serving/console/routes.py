@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import (
@@ -55,6 +55,7 @@ from rakuten_mlops.serving.deps import (
     SessionDep,
     SettingsDep,
     limit_token_requests,
+    rate_limit,
 )
 from rakuten_mlops.serving.errors import validation_errors
 from rakuten_mlops.serving.model_manager import ModelNotReadyError
@@ -184,7 +185,7 @@ def _error_page(
         409: "Conflict",
         413: "Too large",
         422: "Please check the form",
-        429: "Too many attempts",
+        429: "Too many requests",
         503: "Model not ready",
     }
     template = "_error.html" if is_fragment(request) else "error.html"
@@ -248,6 +249,17 @@ async def verify_csrf(request: Request, settings: SettingsDep) -> None:
 
 
 CsrfDep = Depends(verify_csrf)
+
+
+def console_rate_limit(scope: Literal["predict", "api"]) -> Any:
+    """The API's per-user rate limit of `scope`, counted for the signed-in user: the
+    console shares each user's budget with their API calls (429 page beyond it)."""
+    check = rate_limit(scope)
+
+    async def enforce(request: Request, principal: ReviewerDep) -> None:
+        await check(request, principal)
+
+    return Depends(enforce)
 
 
 def _safe_next(target: str | None) -> str:
@@ -398,7 +410,11 @@ def classify_page(request: Request, principal: ReviewerDep) -> Response:
     return render(request, "classify.html", {"result": None, "form": {}})
 
 
-@router.post("/classify", response_class=HTMLResponse, dependencies=[CsrfDep])
+@router.post(
+    "/classify",
+    response_class=HTMLResponse,
+    dependencies=[CsrfDep, console_rate_limit("predict")],
+)
 async def classify(
     request: Request,
     predictor: PredictorDep,
@@ -495,7 +511,11 @@ def queue_page(
     return render(request, template, context)
 
 
-@router.post("/queue/{prediction_id}", response_class=HTMLResponse, dependencies=[CsrfDep])
+@router.post(
+    "/queue/{prediction_id}",
+    response_class=HTMLResponse,
+    dependencies=[CsrfDep, console_rate_limit("api")],
+)
 def review_item(
     request: Request,
     prediction_id: str,
