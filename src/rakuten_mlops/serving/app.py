@@ -25,7 +25,7 @@ from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.console.routes import router as console_router
 from rakuten_mlops.serving.errors import add_exception_handlers
 from rakuten_mlops.serving.hardening import install_security, start_security, stop_security
-from rakuten_mlops.serving.logs import configure_service_logging
+from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.middleware import RequestContextMiddleware
 from rakuten_mlops.serving.model_manager import ModelManager
@@ -119,6 +119,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stop_security(app)
         engine.dispose()
         logger.info("service stopped", extra={"records_written": recorder.written})
+        stop_service_logging()
 
 
 def _update_model_metrics(manager: ModelManager, succeeded: bool, metrics: ServiceMetrics) -> None:

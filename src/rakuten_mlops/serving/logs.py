@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from logging.handlers import RotatingFileHandler
+from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ _HANDLER_TAG = "_rakuten_service_handler"
 # LogRecord attributes that are not user-supplied `extra` fields.
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {
     "message",
+    "request_id",
     "asctime",
     "taskName",
     "color_message",  # uvicorn's ANSI-coloured copy of the message
@@ -38,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = request_id_var.get()
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             payload["request_id"] = request_id
         for key, value in record.__dict__.items():
@@ -56,8 +58,30 @@ def truncate(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+class _RequestIdFilter(logging.Filter):
+    """Stamps the current request id on the record (it is formatted in another thread)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+class _Listener(QueueListener):
+    """A queue listener whose thread is stopped at shutdown (every line written)."""
+
+
+_listener: _Listener | None = None
+
+
 def configure_service_logging(level: str = "INFO", log_file: Path | None = None) -> None:
-    """JSON logs on stdout (and a rotating file) for the service; replaces earlier ones."""
+    """JSON logs on stdout (and a rotating file) for the service; replaces earlier ones.
+
+    Requests only put records on a queue; a listener thread formats and writes them, so
+    slow disks or pipes never hold the event loop.
+    """
+    global _listener
+    stop_service_logging()
     root = logging.getLogger()
     for handler in list(root.handlers):
         # Ours from an earlier app, or the CLI's plain stderr handler (not pytest's capture).
@@ -65,19 +89,42 @@ def configure_service_logging(level: str = "INFO", log_file: Path | None = None)
             root.removeHandler(handler)
             handler.close()
     formatter = JsonFormatter()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    outputs: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(
+        outputs.append(
             RotatingFileHandler(log_file, maxBytes=20 * 1024**2, backupCount=5, encoding="utf-8")
         )
-    for handler in handlers:
+    for handler in outputs:
         handler.setFormatter(formatter)
-        setattr(handler, _HANDLER_TAG, True)
-        root.addHandler(handler)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = QueueHandler(records)
+    queue_handler.addFilter(_RequestIdFilter())
+    setattr(queue_handler, _HANDLER_TAG, True)
+    root.addHandler(queue_handler)
+    _listener = _Listener(records, *outputs, respect_handler_level=True)
+    _listener.start()
     root.setLevel(level.upper())
     # Our middleware logs every request once, with its request id: no second access log.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+
+
+def stop_service_logging() -> None:
+    """Write the queued log lines and stop the listener thread (at shutdown); later lines
+    (the server's own last words) are written directly by the same outputs."""
+    global _listener
+    if _listener is None:
+        return
+    _listener.stop()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, QueueHandler) and getattr(handler, _HANDLER_TAG, False):
+            root.removeHandler(handler)
+    for handler in _listener.handlers:
+        handler.flush()
+        setattr(handler, _HANDLER_TAG, True)
+        root.addHandler(handler)
+    _listener = None
