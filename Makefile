@@ -36,7 +36,9 @@ pipeline: install ## Run only the pipeline (import -> validate -> prepare -> tra
 
 serve: install ## Serve the registry champion on 127.0.0.1:8000 in the foreground (Ctrl+C stops)
 	@echo "Prediction service: http://$(SERVE_HOST):$(SERVE_PORT)  (API docs: http://$(SERVE_HOST):$(SERVE_PORT)/docs)"
-	@echo "Example: curl -s -F 'designation=Télémaque - Je ne sais quoi de pur et de sublime' -F 'image=@$(RAKUTEN_SOURCE)/images/image_train/image_1000076039_product_580161.jpg' http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict"
+	@echo "Log in (the admin password is RAKUTEN_ADMIN_PASSWORD, or the one-time password printed below):"
+	@echo "  TOKEN=\$$(curl -s -d username=admin -d password=PASSWORD http://$(SERVE_HOST):$(SERVE_PORT)/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')"
+	@echo "Example: curl -s -H \"Authorization: Bearer \$$TOKEN\" -F 'designation=Télémaque - Je ne sais quoi de pur et de sublime' -F 'image=@$(RAKUTEN_SOURCE)/images/image_train/image_1000076039_product_580161.jpg' http://$(SERVE_HOST):$(SERVE_PORT)/v1/predict"
 	$(CLI) serve --host $(SERVE_HOST) --port $(SERVE_PORT)
 
 system-deps: ## Install the system packages the tests need (PostgreSQL 15; needs root)

@@ -112,8 +112,12 @@ def load_products(source: Path, n: int, with_image: bool, seed: int = 0) -> list
     return out
 
 
-def ours_request(product: Product, port: int) -> bytes:
-    """A multipart POST /v1/predict, as bytes."""
+BENCH_PASSWORD = "bench password " + uuid.uuid4().hex[:8]
+
+
+def ours_request(product: Product, port: int, credential: str = "") -> bytes:
+    """A multipart POST /v1/predict, as bytes (`credential`: an `Authorization` or
+    `X-API-Key` header line)."""
     boundary = uuid.uuid4().hex
     parts = []
     for name in ("designation", "description", "productid", "imageid"):
@@ -133,7 +137,8 @@ def ours_request(product: Product, port: int) -> bytes:
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     head = (
         f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        + (f"{credential}\r\n" if credential else "")
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -373,6 +378,13 @@ def main() -> None:
     parser.add_argument("--requests-c1", type=int, default=300)
     parser.add_argument("--requests-c16", type=int, default=1200)
     parser.add_argument("--threads", type=int, default=0, help="RAKUTEN_NUM_THREADS (0 = default)")
+    parser.add_argument(
+        "--auth",
+        choices=["jwt", "api-key"],
+        default="jwt",
+        help="How our requests authenticate (a bearer token from POST /token, or an API key); "
+        "the rate limiter stays on with a limit the load cannot reach.",
+    )
     args = parser.parse_args()
 
     model = (args.model or ensure_model(args.source, WORKDIR)).resolve()
@@ -396,6 +408,11 @@ def main() -> None:
         "RAKUTEN_SERVE_MODEL": str(model),
         "RAKUTEN_DATABASE_URL": f"sqlite:///{run_dir}/service.db",
         "RAKUTEN_LOG_FILE": str(run_dir / "service.log"),
+        "RAKUTEN_ENV": "prod",
+        "RAKUTEN_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+        "RAKUTEN_ADMIN_USERNAME": "bench",
+        "RAKUTEN_ADMIN_PASSWORD": BENCH_PASSWORD,
+        "RAKUTEN_RATE_LIMIT_PREDICT": "1000000/minute",
     }
     servers = {
         "ours": Server(
@@ -412,6 +429,7 @@ def main() -> None:
     try:
         for server in servers.values():
             print(f"{server.name}: ready in {server.wait_ready():.1f} s", flush=True)
+        credential = _credential(ours_port, args.auth)
         scenarios = [
             ("text, c=1", text_products[: args.requests_c1], 1),
             ("text+image, c=1", image_products[: args.requests_c1], 1),
@@ -421,9 +439,13 @@ def main() -> None:
         for scenario, products, concurrency in scenarios:
             codes: dict[str, list[int | None]] = {}
             for name, server in servers.items():
-                build = ours_request if name == "ours" else reference_request
                 parse = _ours_code if name == "ours" else _reference_code
-                requests = [build(p, server.port) for p in products]
+                requests = [
+                    ours_request(p, server.port, credential)
+                    if name == "ours"
+                    else reference_request(p, server.port)
+                    for p in products
+                ]
                 run_load(server.port, requests[:30], concurrency, parse)  # warm-up
                 result = run_load(server.port, requests, concurrency, parse)
                 codes[name] = result.codes
@@ -451,6 +473,23 @@ def main() -> None:
         )
     )
     print(f"\nwritten: {out}")
+
+
+def _credential(port: int, auth: str) -> str:
+    """The header line our requests authenticate with: a bearer token or an API key."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        login = http.post("/token", data={"username": "bench", "password": BENCH_PASSWORD})
+        login.raise_for_status()
+        token = login.json()["access_token"]
+        if auth == "jwt":
+            return f"Authorization: Bearer {token}"
+        created = http.post(
+            "/v1/admin/api-keys",
+            json={"username": "bench", "name": "bench"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        created.raise_for_status()
+        return f"X-API-Key: {created.json()['key']}"
 
 
 def print_table(rows: list[Row], inproc: dict[str, float], rss: dict[str, float]) -> None:

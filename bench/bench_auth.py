@@ -66,33 +66,48 @@ def _settings(database_url: str, log_dir: Path, **overrides: object) -> Settings
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def _http_rows(settings: Settings, n: int, label: str, reference: float | None) -> float:
+def _http_rows(settings: Settings, n: int, redis_url: str) -> None:
+    """Every variant on the same app, interleaved request by request (load drifts cancel)."""
     app = create_app(settings)
-    rows: list[str] = []
     with TestClient(app) as client:
         with app.state.session_factory() as session:
             admin = security.require_user(session, "admin")
             token = security.create_access_token(app.state.settings, admin)
             _, key = security.create_api_key(session, "admin", "bench")
             session.commit()
-
-        def get(**headers: str) -> Callable[[], object]:
-            return lambda: client.get("/v1/predictions", params={"limit": 1}, headers=headers)
-
-        if reference is None:
-            app.dependency_overrides[get_current_principal] = lambda: Principal("bench", "admin")
-            plain = _timings(get(), n)
-            app.dependency_overrides.clear()
-            reference = statistics.median(plain)
-            rows.append(_row("no auth (reference)", plain, None))
-            rows.append(
-                _row("bearer JWT", _timings(get(Authorization=f"Bearer {token}"), n), reference)
+        memory, redis = MemoryLimiter(), RedisLimiter(redis_url) if redis_url else None
+        unlimited = Rate(10**9, 60)
+        variants: dict[str, tuple[dict[str, str], object, bool]] = {
+            "no auth (reference)": ({}, None, True),
+            "bearer JWT": ({"Authorization": f"Bearer {token}"}, None, False),
+            "X-API-Key": ({"X-API-Key": key}, None, False),
+            "bearer JWT + memory rate limit": ({"Authorization": f"Bearer {token}"}, memory, False),
+        }
+        if redis is not None:
+            variants["bearer JWT + Redis rate limit"] = (
+                {"Authorization": f"Bearer {token}"},
+                redis,
+                False,
             )
-            rows.append(_row("X-API-Key", _timings(get(**{"X-API-Key": key}), n), reference))
-        else:
-            rows.append(_row(label, _timings(get(Authorization=f"Bearer {token}"), n), reference))
-    print("\n".join(rows))
-    return reference
+        timings: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(n + 50):
+            for name, (headers, limiter, anonymous) in variants.items():
+                app.state.rate_limits["api"] = unlimited if limiter is not None else None
+                app.state.limiter = limiter or memory
+                if anonymous:
+                    app.dependency_overrides[get_current_principal] = lambda: Principal(
+                        "bench", "admin"
+                    )
+                start = time.perf_counter()
+                response = client.get("/v1/predictions", params={"limit": 1}, headers=headers)
+                elapsed = (time.perf_counter() - start) * 1000
+                app.dependency_overrides.clear()
+                assert response.status_code == 200, response.text
+                if round_ >= 50:  # warm-up rounds
+                    timings[name].append(elapsed)
+        reference = statistics.median(timings["no auth (reference)"])
+        for name, ms in timings.items():
+            print(_row(name, ms, None if name.startswith("no auth") else reference))
 
 
 def main() -> None:
@@ -107,20 +122,7 @@ def main() -> None:
         n = args.requests
         print(f"GET /v1/predictions?limit=1 in process, {n} requests each, {url.split(':')[0]}")
         print(f"{'':<34} {'p50 ms':>8} {'p95 ms':>8} {'vs ref':>8}")
-        reference = _http_rows(_settings(url, root), n, "", None)
-        _http_rows(
-            _settings(url, root, rate_limit_api="1000000/minute"),
-            n,
-            "bearer JWT + memory rate limit",
-            reference,
-        )
-        if args.redis_url:
-            _http_rows(
-                _settings(url, root, rate_limit_api="1000000/minute", redis_url=args.redis_url),
-                n,
-                "bearer JWT + Redis rate limit",
-                reference,
-            )
+        _http_rows(_settings(url, root), n, args.redis_url)
 
         print("\nfunctions alone")
         print(f"{'':<34} {'p50 ms':>8} {'p95 ms':>8}")

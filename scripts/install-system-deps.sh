@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   postgresql-15  # the service store on PostgreSQL (tests/api)
+  redis-server   # rate limits shared by several server processes (tests/api/test_ratelimit.py)
 )
 
 missing=()

@@ -170,6 +170,7 @@ def test_long_text_and_odd_unicode(hostile_client: TestClient, jpeg_bytes: bytes
         ("description", "Livrée\x00avec pompe", 422),
         ("productid", "12\x0034", 422),
         ("designation", "Piscine \x1b[31m rouge", 422),
+        ("designation", "Piscine\x7f", 422),
     ):
         data = {"designation": "Piscine", field: value}
         response = hostile_client.post("/v1/predict", data=data)
@@ -183,7 +184,7 @@ def test_long_text_and_odd_unicode(hostile_client: TestClient, jpeg_bytes: bytes
     missing = hostile_client.post("/v1/predict", data={"description": "sans titre"})
     assert_refused(missing, 422, "designation")
     # Real titles in other scripts, with emoji, RTL or zero-width characters are products too.
-    odd = "\u202eلوحة\u202c Piscine 🏊\u200b ronde \U0001f600 ñ 中文"
+    odd = "\u202eلوحة\u202c Piscine 🏊\u200b ronde \U0001f600 ñ 中文 l\x92été"  # \x92: real data
     served = hostile_client.post(
         "/v1/predict", data={"designation": odd, "description": "🏊" * 500}
     )

@@ -129,7 +129,9 @@ MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 RateScope = Literal["predict", "api"]
 
 
-async def _enforce(request: Request, scope: str, identity: str) -> None:
+async def enforce_rate_limit(request: Request, scope: str, identity: str) -> None:
+    """Count one request of `identity` against the `scope` limit; 429 with `Retry-After`
+    beyond it (for callers authenticated another way, e.g. the console's session)."""
     rates: dict[str, Rate | None] = request.app.state.rate_limits
     rate = rates.get(scope)
     if rate is None:
@@ -154,7 +156,7 @@ def rate_limit(scope: RateScope) -> Callable[..., Awaitable[None]]:
 
     async def check(request: Request, principal: CurrentPrincipal) -> None:
         identity = getattr(request.state, "rate_key", None) or f"user:{principal.username}"
-        await _enforce(request, scope, identity)
+        await enforce_rate_limit(request, scope, identity)
 
     return check
 
@@ -162,4 +164,4 @@ def rate_limit(scope: RateScope) -> Callable[..., Awaitable[None]]:
 async def limit_token_requests(request: Request) -> None:
     """Count a login attempt per client IP (RAKUTEN_RATE_LIMIT_TOKEN); 429 beyond it."""
     host = request.client.host if request.client else "unknown"
-    await _enforce(request, "token", f"ip:{host}")
+    await enforce_rate_limit(request, "token", f"ip:{host}")

@@ -71,9 +71,13 @@ def image_problem(data: bytes, max_pixels: int, content_type: str | None = None)
 
 
 def text_problem(value: str) -> str | None:
-    """Why a text field is unacceptable: NUL or other control characters, or nothing but
-    invisible characters (spaces, zero-width, direction marks). None when it is fine."""
-    if any(unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS for c in value):
+    """Why a text field is unacceptable: NUL or another C0 control character (tab, newline
+    and carriage return are fine), or DEL. None when it is fine.
+
+    C1 characters (U+0080-U+009F) are accepted: real listings carry them (cp1252 quotes
+    decoded as Latin-1, such as U+0092 for an apostrophe).
+    """
+    if any((c < "\x20" and c not in _ALLOWED_CONTROLS) or c == "\x7f" for c in value):
         return "control characters (such as NUL) are not allowed"
     return None
 

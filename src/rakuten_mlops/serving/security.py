@@ -46,7 +46,10 @@ MIN_PASSWORD_CHARS = 8
 # `last_used_at` of an API key is written at most this often (not a DB write per request).
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
-_password_hash = PasswordHash((Argon2Hasher(),))
+# argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): a login costs tens of
+# milliseconds, not hundreds, on a small CPU; hashes keep their parameters, so raising them
+# later still verifies older hashes.
+_password_hash = PasswordHash((Argon2Hasher(time_cost=2, memory_cost=19 * 1024, parallelism=1),))
 _DUMMY_HASH = _password_hash.hash(secrets.token_urlsafe(16))
 
 
