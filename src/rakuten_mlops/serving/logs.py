@@ -6,6 +6,7 @@ and hashes). Logs go to stdout and, when `RAKUTEN_LOG_FILE` is set, to a rotatin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -116,15 +117,16 @@ def stop_service_logging() -> None:
     """Write the queued log lines and stop the listener thread (at shutdown); later lines
     (the server's own last words) are written directly by the same outputs."""
     global _listener
-    if _listener is None:
+    listener, _listener = _listener, None  # forgotten first: a failure below cannot wedge it
+    if listener is None:
         return
-    _listener.stop()
+    listener.stop()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, QueueHandler) and getattr(handler, _HANDLER_TAG, False):
             root.removeHandler(handler)
-    for handler in _listener.handlers:
-        handler.flush()
+    for handler in listener.handlers:
+        with contextlib.suppress(ValueError):  # a stream closed under us (captured stdout)
+            handler.flush()
         setattr(handler, _HANDLER_TAG, True)
         root.addHandler(handler)
-    _listener = None
