@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024**2, ge=1024)
     max_image_pixels: int = Field(default=25_000_000, ge=1)
 
+    # Review console
+    # Send the console's session cookie over HTTPS only (set it behind TLS).
+    console_cookie_secure: bool = False
+    console_cookie_samesite: Literal["lax", "strict"] = "strict"
+    # Items per page of the review queue and the corrections history.
+    console_page_size: int = Field(default=20, ge=1, le=200)
+
     @field_validator("jwt_secret", "admin_password", "metrics_token", mode="before")
     @classmethod
     def _empty_secret_is_none(cls, value: Any) -> Any:

@@ -63,11 +63,34 @@ def list_predictions(
 def add_feedback(
     session: Session, prediction_id: str, prdtypecode: int, username: str | None
 ) -> Feedback:
-    """Store the correct code of a prediction (flushed; the caller commits)."""
-    feedback = Feedback(prediction_id=prediction_id, prdtypecode=prdtypecode, username=username)
+    """Store the correct code of a prediction (flushed; the caller commits).
+
+    `previous_code` keeps the code in force before it (the latest correction still in
+    force, else the predicted code), for the console's history and undo.
+    """
+    feedback = Feedback(
+        prediction_id=prediction_id,
+        prdtypecode=prdtypecode,
+        username=username,
+        previous_code=code_in_force(session, prediction_id),
+    )
     session.add(feedback)
     session.flush()
     return feedback
+
+
+def code_in_force(session: Session, prediction_id: str) -> int | None:
+    """The latest correction of a prediction that is not undone, else its predicted code."""
+    corrected = session.scalar(
+        select(Feedback.prdtypecode)
+        .where(Feedback.prediction_id == prediction_id, Feedback.undone_at.is_(None))
+        .order_by(Feedback.id.desc())
+        .limit(1)
+    )
+    if corrected is not None:
+        return int(corrected)
+    predicted = session.scalar(select(Prediction.prdtypecode).where(Prediction.id == prediction_id))
+    return int(predicted) if predicted is not None else None
 
 
 def latest_feedback_outcomes(session: Session, limit: int = 500) -> list[tuple[str, bool]]:
@@ -75,6 +98,7 @@ def latest_feedback_outcomes(session: Session, limit: int = 500) -> list[tuple[s
     rows = session.execute(
         select(Prediction.variant, Prediction.prdtypecode, Feedback.prdtypecode)
         .join(Feedback, Feedback.prediction_id == Prediction.id)
+        .where(Feedback.undone_at.is_(None))
         .order_by(Feedback.id.desc())
         .limit(limit)
     ).all()
@@ -87,6 +111,7 @@ def predictions_with_feedback(
     """Every prediction (shadow ones too) with its latest feedback code (None without)."""
     latest = (
         select(Feedback.prediction_id, func.max(Feedback.id).label("feedback_id"))
+        .where(Feedback.undone_at.is_(None))
         .group_by(Feedback.prediction_id)
         .subquery()
     )

@@ -55,6 +55,7 @@ def production_inputs(session: Session, start: datetime, end: datetime) -> pd.Da
 def _latest_feedback() -> Any:
     latest = (
         select(Feedback.prediction_id, func.max(Feedback.id).label("feedback_id"))
+        .where(Feedback.undone_at.is_(None))  # an undone correction labels nothing
         .group_by(Feedback.prediction_id)
         .subquery()
     )

@@ -62,6 +62,10 @@ class Feedback(Base):
     prdtypecode: Mapped[int] = mapped_column(Integer)
     username: Mapped[str | None] = mapped_column(String(150))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # Review console (migration 0004): the code in force before this correction, and when
+    # its author undid it (an undone correction no longer counts anywhere).
+    previous_code: Mapped[int | None] = mapped_column(Integer)
+    undone_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class DriftRun(Base):

@@ -23,6 +23,7 @@ from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
 from rakuten_mlops.serving.api.main import api_router
 from rakuten_mlops.serving.batcher import MicroBatcher
+from rakuten_mlops.serving.console.routes import router as console_router
 from rakuten_mlops.serving.errors import add_exception_handlers
 from rakuten_mlops.serving.hardening import install_security, start_security, stop_security
 from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.background = set()
     add_exception_handlers(app)
     app.include_router(api_router)
+    app.include_router(console_router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, batcher=batcher)
     return app
 
