@@ -23,7 +23,7 @@ from factories import tiny_model_params, write_raw_dataset
 from rakuten_mlops.config import Settings
 from rakuten_mlops.data.feedback import list_batches
 from rakuten_mlops.simulation.traffic import apply_drift, load_traffic, simulate_traffic
-from rakuten_mlops.training.retrain import run_retrain
+from rakuten_mlops.training.retrain import reload_service, run_retrain
 from security_testing import ADMIN_USERNAME
 from service_testing import cli_api_key, start_serve_process
 
@@ -100,6 +100,10 @@ def test_feedback_from_the_service_trains_a_new_champion_the_service_reloads(
         assert before.errors == 0 and before.ok == len(unseen) > 20, before.first_error
         assert before.versions == {"1": len(unseen)} and before.rate_limited == 0
         assert before.feedback_ok == before.labelled == len(unseen)
+
+        refused = reload_service(server.url, traffic_key)  # a reviewer may not reload
+        assert refused["status"] == "failed" and refused["http_status"] == 403
+        assert "needs an admin's API key in RAKUTEN_SERVICE_API_KEY" in refused["detail"]
 
         decision = retrain(service_url=server.url, api_key=retrain_key)
         exported = decision.export  # type: ignore[attr-defined]
