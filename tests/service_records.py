@@ -1,10 +1,10 @@
 """A service database with prediction and feedback records, for the continuous-training tests.
 
 The database is created by the service's own migrations (`rakuten-mlops db upgrade`) and
-the rows are written with its ORM models, as the service writes them. The security
-issue's `users` table (`username`, `role`) is added here with SQLAlchemy Core when the
-migrations do not create it yet. Importable as `service_records` (pytest
-`pythonpath = ["tests"]`).
+the rows are written with its ORM models and security functions, as the service writes
+them: feedback comes from a real user with the `reviewer` role (`REVIEWER`) unless a test
+says otherwise, since the export trusts only reviewers and admins of the `users` table.
+Importable as `service_records` (pytest `pythonpath = ["tests"]`).
 """
 
 from __future__ import annotations
@@ -14,43 +14,48 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.db.session import make_engine, make_session_factory
+from rakuten_mlops.serving import security
 
-_metadata = sa.MetaData()
-USERS = sa.Table(
-    "users",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("username", sa.String(100), unique=True, nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),
-)
+REVIEWER = "rita"  # the reviewer every record's feedback comes from by default
+CLIENT = "catalogue"  # the client every prediction comes from by default
 
 
 class ServiceRecords:
     """Writes predictions and feedback the way the service does."""
 
-    def __init__(self, path: Path, *, with_users: bool = False) -> None:
+    def __init__(self, path: Path, *, revision: str = "head") -> None:
+        """Migrate `path` to `revision`; at a revision with users, add `REVIEWER` and `CLIENT`.
+
+        `revision="0001"` is a database from before the security migration (no users).
+        """
         self.url = f"sqlite:///{path}"
-        upgrade_database(self.url)
+        upgrade_database(self.url, revision)
         self.engine = make_engine(self.url)
         self.sessions = make_session_factory(self.engine)
-        if with_users and not sa.inspect(self.engine).has_table("users"):
-            _metadata.create_all(self.engine, tables=[USERS])
         self._clock = datetime(2026, 11, 1, tzinfo=UTC)
+        self.with_users = revision != "0001"
+        if self.with_users:
+            self.add_user(REVIEWER, "reviewer")
+            self.add_user(CLIENT, "client")
 
     def _tick(self) -> datetime:
         self._clock += timedelta(seconds=1)
         return self._clock
 
     def add_user(self, username: str, role: str) -> None:
-        """A user of the security issue's `users` table."""
-        users = sa.Table("users", sa.MetaData(), autoload_with=self.engine)
-        with self.engine.begin() as conn:
-            conn.execute(users.insert().values(username=username, role=role))
+        """A user with `role`, created as `rakuten-mlops users create` does."""
+        with self.sessions() as session:
+            security.create_user(session, username, f"{username} password", role)
+            session.commit()
+
+    def disable_user(self, username: str) -> None:
+        """Disable a user, as `rakuten-mlops users disable` does."""
+        with self.sessions() as session:
+            security.set_user_disabled(session, username)
+            session.commit()
 
     def add_prediction(self, product: Mapping[str, Any], code: int = 10, **extra: Any) -> str:
         """Record a prediction of `product` (designation, description, productid, ...)."""
@@ -75,7 +80,7 @@ class ServiceRecords:
             top3=[],
             needs_review=True,
             latency_ms=3.0,
-            username="anonymous",
+            username=CLIENT if self.with_users else "anonymous",
             **extra,
         )
         with self.sessions() as session:
@@ -83,12 +88,12 @@ class ServiceRecords:
             session.commit()
             return row.id
 
-    def add_feedback(self, prediction_id: str, code: int, username: str = "anonymous") -> int:
-        """Record a reviewer's correction; returns the feedback id."""
+    def add_feedback(self, prediction_id: str, code: int, username: str | None = None) -> int:
+        """Record a correction by `username` (default: `REVIEWER`); returns the feedback id."""
         row = Feedback(
             prediction_id=prediction_id,
             prdtypecode=code,
-            username=username,
+            username=username or (REVIEWER if self.with_users else "anonymous"),
             created_at=self._tick(),
         )
         with self.sessions() as session:

@@ -137,6 +137,30 @@ def start_serve_process(env: dict[str, str], cwd: Path, *args: str) -> ServerPro
     raise AssertionError
 
 
+def cli_api_key(database_url: str, cwd: Path, username: str, role: str | None = None) -> str:
+    """An API key of `username` made with the project's CLI, as an operator would.
+
+    With `role`, the user is created first (`users create --password-stdin`); without, it
+    must exist (e.g. the first admin a `serve` process creates). Returns the key, which
+    `users api-key create` prints alone on stdout.
+    """
+    env = {**os.environ, "RAKUTEN_ENV": "test", **SECURITY_ENV}
+    env["RAKUTEN_DATABASE_URL"] = database_url
+    if role is not None:
+        created = subprocess.run(
+            [str(CLI), "users", "create", username, "--role", role, "--password-stdin"],
+            input=f"{username} password\n", env=env, cwd=cwd,
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stdout + created.stderr
+    made = subprocess.run(
+        [str(CLI), "users", "api-key", "create", username, "--name", "tests"],
+        env=env, cwd=cwd, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    return made.stdout.strip().splitlines()[-1]
+
+
 def postgres_cluster_port() -> int | None:
     """The port of the PostgreSQL 15 `main` cluster when it is online."""
     result = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=False)

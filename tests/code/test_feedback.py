@@ -15,6 +15,7 @@ from factories import make_products, write_raw_dataset
 from rakuten_mlops.cli import app
 from rakuten_mlops.config import ParamsError
 from rakuten_mlops.data.feedback import (
+    UNTRUSTED,
     FeedbackParams,
     export_feedback,
     list_batches,
@@ -24,7 +25,7 @@ from rakuten_mlops.data.prepare import load_feedback_holdout, load_split, prepar
 from rakuten_mlops.data.schema import IMAGE_TRAIN_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
 from rakuten_mlops.data.validate import load_labelled_products
 from rakuten_mlops.errors import DataError
-from service_records import ServiceRecords
+from service_records import REVIEWER, ServiceRecords
 
 
 @pytest.fixture
@@ -62,7 +63,8 @@ def test_export_writes_official_layout_latest_correction_wins(
     assert result.batch is not None and result.rows == 3
     assert result.dropped["code outside the 27 classes"] == 1
     assert result.dropped["older correction of the same product"] == 2
-    assert "every feedback row is accepted" in result.role_filter
+    assert result.dropped[UNTRUSTED] == 0  # every correction above is the reviewer's
+    assert "reviewer or admin" in result.role_filter
     products = load_labelled_products(result.batch)  # the raw layer's own reader accepts it
     codes = dict(zip(products["productid"], products["prdtypecode"], strict=True))
     assert codes[int(first["productid"])] == 1920
@@ -103,22 +105,46 @@ def test_export_is_append_only_and_idempotent(
     assert latest["prdtypecode"] == 2220 and latest["batch"] == second.batch.name
 
 
-def test_export_keeps_only_reviewers_and_admins_when_roles_exist(
+def test_export_trusts_only_reviewers_and_admins_of_the_users_table(
+    records: ServiceRecords, reviewed: pd.DataFrame, tmp_path: Path
+) -> None:
+    records.add_user("ada", "admin")
+    records.add_user("carl", "client")
+    records.add_user("vera", "reviewer")
+    authors = [REVIEWER, "ada", "carl", "ghost", "vera"]  # ghost: no such user
+    for i, who in enumerate(authors):
+        product = reviewed.iloc[i]
+        records.add_feedback(
+            records.add_prediction(product.to_dict()), int(product.prdtypecode), who
+        )
+    # Vera leaves after her correction: it was valid when made, so it is still exported.
+    records.disable_user("vera")
+
+    result = export_feedback(records.url, tmp_path / "feedback")
+
+    assert result.rows == 3 and result.read == 5
+    assert result.dropped[UNTRUSTED] == 2  # the client's and the unknown username's
+    assert "reviewer or admin" in result.role_filter and "unknown" in result.role_filter
+    exported = set(load_labelled_products(result.batch)["productid"])  # type: ignore[arg-type]
+    assert exported == {int(reviewed.iloc[i].productid) for i in (0, 1, 4)}
+    manifest = json.loads((result.batch / "manifest.json").read_text())  # type: ignore[operator]
+    assert manifest["dropped"][UNTRUSTED] == 2 and manifest["last_feedback_id"] == 5
+    assert f"dropped 2: {UNTRUSTED}" in result.summary()
+
+
+def test_export_before_the_security_migration_accepts_every_row(
     reviewed: pd.DataFrame, tmp_path: Path
 ) -> None:
-    db = ServiceRecords(tmp_path / "secure.db", with_users=True)
-    db.add_user("rita", "reviewer")
-    db.add_user("ada", "admin")
-    db.add_user("carl", "client")
-    for i, who in enumerate(["rita", "ada", "carl", "ghost"]):
-        product = reviewed.iloc[i]
-        db.add_feedback(db.add_prediction(product.to_dict()), int(product.prdtypecode), who)
-    result = export_feedback(db.url, tmp_path / "feedback")
-    db.close()
-    assert result.rows == 2
-    assert "reviewer or admin" in result.role_filter
-    exported = set(load_labelled_products(result.batch)["productid"])  # type: ignore[arg-type]
-    assert exported == {int(reviewed.iloc[0].productid), int(reviewed.iloc[1].productid)}
+    db = ServiceRecords(tmp_path / "old.db", revision="0001")  # no `users` table yet
+    try:
+        for i in range(2):
+            product = reviewed.iloc[i]
+            db.add_feedback(db.add_prediction(product.to_dict()), int(product.prdtypecode))
+        result = export_feedback(db.url, tmp_path / "feedback")
+    finally:
+        db.close()
+    assert result.rows == 2 and result.dropped[UNTRUSTED] == 0
+    assert "every feedback row is accepted" in result.role_filter
 
 
 def test_export_errors_are_one_clear_line(tmp_path: Path) -> None:

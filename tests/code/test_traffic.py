@@ -169,3 +169,56 @@ def test_an_interrupt_stops_the_replay_and_still_reports(products: pd.DataFrame)
     )  # fmt: skip
     assert summary.stopped_by == "interrupt"
     assert summary.sent == 4 and summary.ok == 3
+
+
+class RateLimitedService(FakeService):
+    """The fake service behind a rate limit: chosen attempts get a 429 with `Retry-After`."""
+
+    def __init__(self, refuse: set[int], retry_after: str) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.retry_after = retry_after
+        self.attempts = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.attempts += 1
+        if self.attempts in self.refuse:
+            return httpx.Response(
+                429,
+                json={"detail": "rate limit exceeded: 10/minute for predict"},
+                headers={"Retry-After": self.retry_after},
+            )
+        return super().__call__(request)
+
+
+def test_a_rate_limit_is_waited_out_and_the_request_sent_again(products: pd.DataFrame) -> None:
+    # Attempt 2 is the first product's feedback (share 1.0); 4 and 5 are the second
+    # product's prediction, refused twice in a row.
+    fake = RateLimitedService(refuse={2, 4, 5}, retry_after="0.2")
+    started = time.monotonic()
+    summary = simulate_traffic(
+        products.head(3), "http://127.0.0.1:9", rate=1000, max_seconds=30,
+        feedback_share=1.0, api_key="sim-key", transport=httpx.MockTransport(fake),
+    )  # fmt: skip
+    assert time.monotonic() - started >= 0.6  # three polite waits of 0.2 s
+    assert summary.sent == summary.ok == 3 and summary.errors == 0
+    assert summary.statuses == {"200": 3}  # the final answers only
+    assert len(fake.predictions) == 3 and summary.feedback_ok == summary.feedback_sent == 3
+    assert summary.rate_limited == 3 and summary.rate_limited_wait_s == pytest.approx(0.6)
+    assert summary.with_image == fake.images  # a retried image is counted once
+    assert fake.keys == {"sim-key"}
+    assert "rate limited 3 time(s) (429)" in summary.summary()
+    assert "RAKUTEN_RATE_LIMIT_PREDICT" in summary.summary()
+
+
+def test_a_rate_limit_past_the_time_bound_is_an_error_not_a_wait(products: pd.DataFrame) -> None:
+    fake = RateLimitedService(refuse={1}, retry_after="60")
+    started = time.monotonic()
+    summary = simulate_traffic(
+        products.head(2), "http://127.0.0.1:9", rate=1000, max_seconds=2,
+        transport=httpx.MockTransport(fake),
+    )  # fmt: skip
+    assert time.monotonic() - started < 1.5
+    assert summary.sent == 2 and summary.ok == 1 and summary.errors == 1
+    assert summary.statuses == {"429": 1, "200": 1} and summary.rate_limited == 0
+    assert "rate limit exceeded" in (summary.first_error or "")

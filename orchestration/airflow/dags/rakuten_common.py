@@ -19,6 +19,11 @@ environment variables (e.g. `AIRFLOW_VAR_RAKUTEN_CLI=/opt/rakuten/.venv/bin/raku
 | `rakuten_quality_min_labels` | `30` | labels needed before online quality can trigger anything |
 | `rakuten_quality_min_accuracy` | `0.70` | retrain when the champion's online accuracy falls below |
 | `rakuten_quality_max_gap` | `0.10` | retrain when online accuracy is this far below the expected (confidence) one |
+
+The CLI itself reads its `RAKUTEN_*` settings from the worker's environment (and the
+project's `.env`): `RAKUTEN_DATABASE_URL` for `feedback export`, `RAKUTEN_SERVICE_URL` and
+`RAKUTEN_SERVICE_API_KEY` for the reload, which needs an admin's API key
+(`rakuten-mlops users api-key create <admin>`): the service requires a user on every route.
 """
 
 from __future__ import annotations

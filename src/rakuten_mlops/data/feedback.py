@@ -17,9 +17,15 @@ latest correction of a product wins (`load_feedback_layer`).
 
 Who counts as a reviewer: when the database has a `users` table (security migration) with
 `username` and `role`, only feedback whose `username` belongs to a user with role
-`reviewer` or `admin` is exported. Without that table (or without a `username` column on
-`feedback`) every feedback row is exported: before the security issue every caller of the
-service is the built-in admin. The manifest says which rule applied.
+`reviewer` or `admin` is exported. Feedback from a username the table does not know (a
+deleted user, or rows written outside the service) or from another role is not trusted:
+it is counted under "not from a reviewer or admin" and never exported. The role is the
+user's role at export time. A reviewer disabled since is still trusted: the correction
+was valid when it was made (disabling stops new requests, it does not retract past
+work); a correction to take back is undone in the service (`undone_at`). Without that
+table (or without a `username` column on `feedback`) every feedback row is exported:
+before the security issue every caller of the service is the built-in admin. The
+manifest says which rule applied.
 
 `merge_feedback` is the pure function `data prepare` uses to add the layer to the training
 split while the validation and test splits stay exactly as without feedback.
@@ -63,6 +69,7 @@ BATCH_MANIFEST = "manifest.json"
 FEEDBACK_INDEX_BASE = 1_000_000_000
 FEEDBACK_TEXT_ORIGIN = "feedback"
 REVIEWER_ROLES = ("reviewer", "admin")
+UNTRUSTED = "not from a reviewer or admin (unknown user or other role)"
 FEEDBACK_REPORT_FILE = "feedback_report.json"
 FEEDBACK_HOLDOUT_FILE = "feedback_holdout.parquet"
 
@@ -277,8 +284,9 @@ def read_reviewed_feedback(
 
     Returns:
         The rows (columns `feedback_id`, `feedback_at`, `prediction_id`, `prdtypecode`,
-        `designation`, `description`, `productid`, `imageid`, `image_path`) ordered by
-        feedback id, and a sentence saying which reviewer rule applied.
+        `designation`, `description`, `productid`, `imageid`, `image_path`, `trusted`)
+        ordered by feedback id, and a sentence saying which reviewer rule applied.
+        `trusted` is False for a row whose author is not a user with one of `roles`.
 
     Raises:
         DataError: the database cannot be opened or lacks `predictions` / `feedback`.
@@ -334,15 +342,20 @@ def read_reviewed_feedback(
                 "no `users` table in the service database: every feedback row is accepted "
                 "(before the security migration every caller is the built-in admin)"
             )
+            trusted: Any = sa.true()
             if "users" in names and "username" in f:
                 users = sa.Table("users", metadata, autoload_with=conn)
                 if "username" in users.c and "role" in users.c:
-                    query = query.join(users, users.c.username == f.username).where(
-                        users.c.role.in_(list(roles))
+                    # Outer join: feedback of unknown users is read, then counted as dropped.
+                    query = query.outerjoin(users, users.c.username == f.username)
+                    trusted = sa.func.coalesce(users.c.role.in_(list(roles)), sa.false())
+                    rule = (
+                        f"only users with role {' or '.join(roles)} (from the `users` table; "
+                        "unknown usernames are not trusted, disabled reviewers still are)"
                     )
-                    rule = f"only users with role {' or '.join(roles)} (from the `users` table)"
             elif "users" in names:
                 rule = "`feedback` has no `username` column: every feedback row is accepted"
+            query = query.add_columns(trusted.label("trusted"))
             frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=_EXPORT_COLUMNS)
     except SQLAlchemyError as exc:
         raise DataError(
@@ -363,6 +376,7 @@ _EXPORT_COLUMNS = [
     "productid",
     "imageid",
     "image_path",
+    "trusted",
 ]
 
 
@@ -370,7 +384,8 @@ def select_latest_corrections(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[st
     """One row per product, its latest correction; rows that cannot be training data dropped.
 
     A product is its `productid` when the prediction had one, else its normalised text.
-    Rows with a code outside the 27 classes or without any text are dropped.
+    Rows not `trusted` (when the column is there), with a code outside the 27 classes or
+    without any text are dropped.
 
     Returns:
         The products (ordered by feedback id) and the dropped counts by reason.
@@ -381,6 +396,10 @@ def select_latest_corrections(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[st
     frame["designation"] = frame["designation"].fillna("").astype(str)
     frame["description"] = frame["description"].fillna("").astype(str)
     dropped: dict[str, int] = {}
+    if "trusted" in frame:
+        trusted = frame["trusted"].fillna(False).astype(bool)
+        dropped[UNTRUSTED] = int((~trusted).sum())
+        frame = frame[trusted].copy()
     code = pd.to_numeric(frame[TARGET_COL], errors="coerce")
     bad_code = ~code.isin(PRODUCT_CODES)
     dropped["code outside the 27 classes"] = int(bad_code.sum())

@@ -6,12 +6,21 @@ feed drifts (a category surge, titles in capitals, descriptions or images missin
 `simulate_traffic` sends them one by one to `POST /v1/predict` (multipart, with the image
 file when there is one) at a fixed rate, bounded in count and time, and sends the true code
 to `POST /v1/feedback` for a share of them. Only the one configured service URL is called.
+
+Every request carries the API key (`RAKUTEN_SERVICE_API_KEY`) as `X-API-Key`; feedback
+needs a key of a reviewer (or admin). The service limits predictions per user or key
+(`RAKUTEN_RATE_LIMIT_PREDICT`, 10/minute by default): a 429 answer is waited out politely
+(its `Retry-After`, at most `MAX_RETRY_WAIT_S` a time, never past `max_seconds`) and the
+same request is sent again; the waits are counted in the summary (`rate_limited`,
+`rate_limited_wait_s`). A simulation faster than the limit is paced by it: give the
+simulation its own key and raise the limit for the run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,6 +40,8 @@ DRIFTS = ("category-surge", "capitals", "no-images", "no-description")
 PREDICT_PATH = "/v1/predict"
 FEEDBACK_PATH = "/v1/feedback"
 TRAFFIC_COLUMNS = ("designation", "description", "productid", "imageid", "image_path", TARGET_COL)
+MAX_RETRY_WAIT_S = 60.0  # the longest single wait on a 429 (Retry-After is capped to it)
+DEFAULT_RETRY_WAIT_S = 1.0  # a 429 without a usable Retry-After
 
 
 @dataclass
@@ -52,6 +63,8 @@ class TrafficSummary:
     latency_ms_p50: float | None = None
     latency_ms_p95: float | None = None
     versions: dict[str, int] = field(default_factory=dict)
+    rate_limited: int = 0
+    rate_limited_wait_s: float = 0.0
     stopped_by: str = ""
     first_error: str | None = None
 
@@ -79,6 +92,12 @@ class TrafficSummary:
             f"feedback sent {self.feedback_sent} ({self.feedback_ok} stored)",
             f"model versions answering: {self.versions}",
         ]
+        if self.rate_limited:
+            lines.append(
+                f"rate limited {self.rate_limited} time(s) (429), waited "
+                f"{self.rate_limited_wait_s:.1f} s in all and sent again; to go faster, give "
+                "the simulation its own API key and raise RAKUTEN_RATE_LIMIT_PREDICT"
+            )
         if self.first_error:
             lines.append(f"first error: {self.first_error}")
         return "\n".join(lines)
@@ -213,7 +232,9 @@ def simulate_traffic(
 
     Stops after the last product or `max_seconds`, whichever comes first. For a seeded
     `feedback_share` of the labelled, answered products, the true code goes to
-    `/v1/feedback`. Errors are counted, never raised (a simulation reports what happened).
+    `/v1/feedback`. A 429 (rate limit) is waited out (`Retry-After`) and the request sent
+    again; the schedule then resumes from there. Errors are counted, never raised (a
+    simulation reports what happened).
 
     Raises:
         RakutenError: the URL is not http(s) or the rate is not positive.
@@ -231,6 +252,7 @@ def simulate_traffic(
     latencies: list[float] = []
     started = time.monotonic()
     summary.stopped_by = "limit"
+    deadline = started + max_seconds
     with httpx.Client(
         base_url=service_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
     ) as client:
@@ -247,6 +269,7 @@ def simulate_traffic(
                 max_seconds=max_seconds,
                 feedback_share=feedback_share,
                 seed=seed,
+                deadline=deadline,
             )
         except KeyboardInterrupt:  # Ctrl+C / SIGINT: stop and report what was sent
             summary.stopped_by = "interrupt"
@@ -272,19 +295,24 @@ def _send_all(
     max_seconds: float,
     feedback_share: float,
     seed: int,
+    deadline: float,
 ) -> None:
+    # The schedule's origin: moved forward by every 429 wait, so that the products after
+    # a wait keep the asked rate instead of rushing to catch up (and hitting the limit).
+    origin = started
     for position, row in enumerate(products.itertuples(index=False)):
-        due = started + position / rate
+        due = origin + position / rate
         now = time.monotonic()
-        if due - started > max_seconds or now - started > max_seconds:
+        if due > deadline or now > deadline:
             summary.stopped_by = "time"
             break
         if due > now:
             time.sleep(due - now)
         summary.sent += 1
-        tick = time.perf_counter()
-        answer = _predict(client, row, summary)
-        latencies.append((time.perf_counter() - tick) * 1000)
+        waited = summary.rate_limited_wait_s
+        answer, latency_ms = _predict_politely(client, row, summary, deadline)
+        origin += summary.rate_limited_wait_s - waited
+        latencies.append(latency_ms)
         status = answer.get("_status", "error")
         statuses[str(status)] += 1
         if "prediction_id" not in answer:
@@ -300,10 +328,52 @@ def _send_all(
         summary.correct += int(int(answer.get("prdtypecode", -1)) == truth)
         if _selected(seed, str(answer["prediction_id"]), feedback_share):
             summary.feedback_sent += 1
-            summary.feedback_ok += _send_feedback(client, answer["prediction_id"], truth)
+            summary.feedback_ok += _send_feedback(
+                client, answer["prediction_id"], truth, summary, deadline
+            )
 
 
-def _predict(client: Any, row: Any, summary: TrafficSummary) -> dict[str, Any]:
+def _predict_politely(
+    client: Any, row: Any, summary: TrafficSummary, deadline: float
+) -> tuple[dict[str, Any], float]:
+    """`_predict`, sent again after each 429's `Retry-After` while the deadline allows.
+
+    Returns the last answer and its latency (ms, without the waits).
+    """
+    counted_image = False
+    while True:
+        tick = time.perf_counter()
+        answer = _predict(client, row, summary, count_image=not counted_image)
+        latency_ms = (time.perf_counter() - tick) * 1000
+        counted_image = True
+        if answer.get("_status") != 429 or not _wait_out(answer, summary, deadline):
+            return answer, latency_ms
+
+
+def _wait_out(answer: dict[str, Any], summary: TrafficSummary, deadline: float) -> bool:
+    """Sleep the `Retry-After` of a 429 answer; False (no wait) when past the deadline."""
+    wait = min(_retry_after_s(answer.get("_retry_after")), MAX_RETRY_WAIT_S)
+    if time.monotonic() + wait > deadline:
+        return False
+    summary.rate_limited += 1
+    summary.rate_limited_wait_s = round(summary.rate_limited_wait_s + wait, 3)
+    logger.info("rate limited (429): waiting %.1f s before sending again", wait)
+    time.sleep(wait)
+    return True
+
+
+def _retry_after_s(value: Any) -> float:
+    """Seconds of a `Retry-After` header (delay-seconds form; anything else: 1 s)."""
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return DEFAULT_RETRY_WAIT_S
+    return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_RETRY_WAIT_S
+
+
+def _predict(
+    client: Any, row: Any, summary: TrafficSummary, *, count_image: bool = True
+) -> dict[str, Any]:
     import httpx
 
     data = {"designation": str(row.designation), "description": str(row.description or "")}
@@ -321,13 +391,17 @@ def _predict(client: Any, row: Any, summary: TrafficSummary) -> dict[str, Any]:
         parts.append(
             ("image", (Path(image_path).name, Path(image_path).read_bytes(), "image/jpeg"))
         )
-        summary.with_image += 1
+        summary.with_image += int(count_image)
     try:
         response = client.post(PREDICT_PATH, files=parts)
     except httpx.HTTPError as exc:
         return {"_status": "connection", "_error": f"{type(exc).__name__}: {exc}"}
     if response.status_code >= 300:
-        return {"_status": response.status_code, "_error": response.text}
+        return {
+            "_status": response.status_code,
+            "_error": response.text,
+            "_retry_after": response.headers.get("Retry-After"),
+        }
     try:
         body = response.json()
     except ValueError:
@@ -335,16 +409,22 @@ def _predict(client: Any, row: Any, summary: TrafficSummary) -> dict[str, Any]:
     return {"_status": response.status_code, **body} if isinstance(body, dict) else {}
 
 
-def _send_feedback(client: Any, prediction_id: Any, code: int) -> int:
+def _send_feedback(
+    client: Any, prediction_id: Any, code: int, summary: TrafficSummary, deadline: float
+) -> int:
     import httpx
 
-    try:
-        response = client.post(
-            FEEDBACK_PATH, json={"prediction_id": prediction_id, "prdtypecode": code}
-        )
-    except httpx.HTTPError as exc:
-        logger.warning("feedback for %s failed: %s", prediction_id, exc)
-        return 0
+    while True:
+        try:
+            response = client.post(
+                FEEDBACK_PATH, json={"prediction_id": prediction_id, "prdtypecode": code}
+            )
+        except httpx.HTTPError as exc:
+            logger.warning("feedback for %s failed: %s", prediction_id, exc)
+            return 0
+        limited = {"_retry_after": response.headers.get("Retry-After")}
+        if response.status_code != 429 or not _wait_out(limited, summary, deadline):
+            break
     if response.status_code >= 300:
         logger.warning("feedback for %s refused: %s", prediction_id, response.text[:200])
         return 0

@@ -411,12 +411,18 @@ def reload_service(
     body = body if isinstance(body, dict) else {}
     state = str(body.get("state", ""))
     ok = response.status_code < 300 and state in ("", "succeeded", "running")
+    detail = str(body.get("error") or body.get("detail") or "") if body else response.text[:500]
+    if response.status_code in (401, 403):
+        detail = (
+            f"HTTP {response.status_code} {detail}: the reload needs an admin's API key in "
+            "RAKUTEN_SERVICE_API_KEY (`rakuten-mlops users api-key create <admin>`)"
+        )
     return {
         "status": ("succeeded" if state == "succeeded" else "requested") if ok else "failed",
         "url": url,
         "http_status": response.status_code,
         "champion_version": body.get("champion_version"),
-        "detail": str(body.get("error") or "") if body else response.text[:500],
+        "detail": detail,
     }
 
 
