@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.db.session import make_engine, make_session_factory
@@ -90,16 +92,18 @@ class ServiceRecords:
 
     def add_feedback(self, prediction_id: str, code: int, username: str | None = None) -> int:
         """Record a correction by `username` (default: `REVIEWER`); returns the feedback id."""
-        row = Feedback(
+        # A Core insert names only these columns: it also works on a database migrated to an
+        # older revision than the ORM model (columns added later are left out).
+        statement = sa.insert(Feedback.__table__).values(
             prediction_id=prediction_id,
             prdtypecode=code,
             username=username or (REVIEWER if self.with_users else "anonymous"),
             created_at=self._tick(),
         )
         with self.sessions() as session:
-            session.add(row)
+            result = session.execute(statement)
             session.commit()
-            return row.id
+            return int(result.inserted_primary_key[0])
 
     def close(self) -> None:
         """Release the connections."""

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from console_testing import PASSWORDS, csrf_of, sign_in
 from rakuten_mlops.config import Settings
+from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.console import assets
 from service_testing import app_of, stored_feedback, stored_predictions
@@ -483,31 +483,35 @@ def test_model_page_chart_drift_and_reload(console: TestClient, classify: Classi
         f"/console/queue/{prediction['prediction_id']}",
         data={"prdtypecode": str(prediction["prdtypecode"]), "csrf_token": csrf},
     )
-    with app_of(console).state.engine.begin() as connection:
-        connection.execute(
-            text(
-                "CREATE TABLE drift_runs (id INTEGER PRIMARY KEY, created_at TIMESTAMP, "
-                "dataset_drift BOOLEAN, drift_share FLOAT, drifted_columns JSON, "
-                "report_html TEXT)"
+    with app_of(console).state.session_factory() as session:
+        for day, drift, share, columns in (
+            (30, False, 0.1, []),
+            (1, True, 0.625, ["designation", "image_brightness"]),
+        ):
+            at = (
+                datetime(2026, 11, day, 10, tzinfo=UTC)
+                if day == 30
+                else datetime(2026, 12, day, 10, tzinfo=UTC)
             )
-        )
-        connection.execute(
-            text(
-                "INSERT INTO drift_runs VALUES "
-                "(1, '2026-11-30 10:00:00', 0, 0.1, '[]', '<html>old</html>')"
-            ),
-        )
-        connection.execute(
-            text(
-                "INSERT INTO drift_runs VALUES (2, '2026-12-01 10:00:00', 1, 0.625, "
-                "'[\"designation\", \"image_brightness\"]', '<html>report</html>')"
-            ),
-        )
+            crud_monitoring.add_drift_run(
+                session,
+                created_at=at,
+                window_start=at - timedelta(days=7),
+                window_end=at,
+                current_rows=800,
+                reference_rows=13000,
+                reference="train",
+                dataset_drift=drift,
+                drift_share=share,
+                drifted_columns=columns,
+                column_scores={},
+                summary={},
+            )
+        session.commit()
     page = console.get("/console/model")
     assert '<svg class="chart"' in page.text and "100% right (1 of 1 reviewed)" in page.text
     assert "drift detected" in page.text and "drifted share 62.5 %" in page.text
     assert "designation, image_brightness" in page.text
-    assert "&lt;html&gt;" not in page.text and "<html>report" not in page.text
     assert 'id="reload-button"' in page.text
     reload = console.post("/console/model/reload", data={"csrf_token": csrf})
     assert reload.status_code == 303
