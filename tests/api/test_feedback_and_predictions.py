@@ -95,3 +95,25 @@ def test_predictions_bad_query_is_422(client: TestClient) -> None:
         response = client.get("/v1/predictions", params=params)
         assert response.status_code == 422, params
         assert response.json()["errors"][0]["field"] == field
+
+
+def test_predictions_show_the_correction_in_force(client: TestClient) -> None:
+    first = predict(client, "Piscine gonflable ronde")
+    second = predict(client, "Roman de poche")
+    for code in (10, 2705):  # corrected twice: the latest wins
+        response = client.post(
+            "/v1/feedback", json={"prediction_id": first["prediction_id"], "prdtypecode": code}
+        )
+        assert response.status_code == 201, response.text
+    items = {item["id"]: item for item in client.get("/v1/predictions").json()["items"]}
+    corrected, untouched = items[first["prediction_id"]], items[second["prediction_id"]]
+    assert corrected["corrected_prdtypecode"] == 2705
+    assert corrected["corrected_by"] == "admin" and corrected["corrected_at"] is not None
+    assert untouched["corrected_prdtypecode"] is None and untouched["corrected_by"] is None
+    # An undone correction (review console) leaves the one before it in force.
+    with app_of(client).state.session_factory() as session:
+        latest = session.scalars(select(Feedback).where(Feedback.prdtypecode == 2705)).one()
+        latest.undone_at = datetime.now(UTC)
+        session.commit()
+    items = {item["id"]: item for item in client.get("/v1/predictions").json()["items"]}
+    assert items[first["prediction_id"]]["corrected_prdtypecode"] == 10

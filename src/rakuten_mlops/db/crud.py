@@ -60,6 +60,18 @@ def list_predictions(
     return rows, int(total)
 
 
+def latest_corrections(session: Session, prediction_ids: Sequence[str]) -> dict[str, Feedback]:
+    """The correction in force (latest, not undone) of each of these predictions that has one."""
+    if not prediction_ids:
+        return {}
+    rows = session.scalars(
+        select(Feedback)
+        .where(Feedback.prediction_id.in_(list(prediction_ids)), Feedback.undone_at.is_(None))
+        .order_by(Feedback.id)
+    ).all()
+    return {row.prediction_id: row for row in rows}  # later ids overwrite earlier ones
+
+
 def add_feedback(
     session: Session, prediction_id: str, prdtypecode: int, username: str | None
 ) -> Feedback:

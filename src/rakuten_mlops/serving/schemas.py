@@ -190,6 +190,11 @@ class PredictionRecord(BaseModel):
     needs_review: bool
     latency_ms: float
     username: str | None
+    corrected_prdtypecode: int | None = Field(
+        default=None, description="The reviewers' code in force (latest correction not undone)."
+    )
+    corrected_by: str | None = None
+    corrected_at: datetime | None = None
 
 
 class PredictionPage(BaseModel):

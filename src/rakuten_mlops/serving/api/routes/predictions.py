@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query
 
 from rakuten_mlops.db import crud
+from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.serving.deps import RecorderDep, SessionDep, require_role
 from rakuten_mlops.serving.schemas import PredictionPage, PredictionRecord
 
@@ -40,9 +41,19 @@ def list_predictions(
         include_shadow=include_shadow,
     )
     rows, total = crud.list_predictions(session, filters, limit=limit, offset=offset)
+    corrections = crud.latest_corrections(session, [row.id for row in rows])
     return PredictionPage(
-        items=[PredictionRecord.model_validate(row) for row in rows],
+        items=[_record(row, corrections.get(row.id)) for row in rows],
         total=total,
         limit=limit,
         offset=offset,
     )
+
+
+def _record(row: Prediction, correction: Feedback | None) -> PredictionRecord:
+    record = PredictionRecord.model_validate(row)
+    if correction is not None:
+        record.corrected_prdtypecode = correction.prdtypecode
+        record.corrected_by = correction.username
+        record.corrected_at = correction.created_at
+    return record
