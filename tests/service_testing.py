@@ -23,8 +23,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from factories import make_products, tiny_model_params
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.models.pyfunc import save_pyfunc_model
 from security_testing import SECURITY_ENV, login
 
 CLI = Path(sys.executable).with_name("rakuten-mlops")
@@ -37,6 +39,27 @@ class TinyModel:
     path: Path
     classifier: ProductClassifier
     test: pd.DataFrame
+
+
+def train_tiny_model(
+    root: Path, *, seeds: tuple[int, int, int], model_seed: int, n_test: int = 10
+) -> TinyModel:
+    """A pyfunc model of all branches under `root`, trained in seconds on generated products.
+
+    Args:
+        seeds: of the train, val and test products.
+        model_seed: of the classifier.
+    """
+    images = root / "images"
+    images.mkdir()
+    train = make_products(40, seed=seeds[0], image_dir=images)
+    val = make_products(10, seed=seeds[1], image_dir=images)
+    test = make_products(n_test, seed=seeds[2], image_dir=images)
+    classifier = ProductClassifier(tiny_model_params(epochs=2), seed=model_seed).fit(
+        train, val, progress=False
+    )
+    path = save_pyfunc_model(classifier, root / "model", val[["designation", "description"]])
+    return TinyModel(path=path, classifier=classifier, test=test)
 
 
 def wait_ready(client: TestClient | httpx.Client, timeout_s: float = 60.0) -> None:

@@ -12,10 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from factories import make_products, tiny_model_params
 from rakuten_mlops.config import Settings
-from rakuten_mlops.models.pipeline import ProductClassifier
-from rakuten_mlops.models.pyfunc import save_pyfunc_model
 from rakuten_mlops.serving.app import create_app
 from security_testing import SECURITY_SETTINGS, bearer, token_for
 from service_testing import (
@@ -24,6 +21,7 @@ from service_testing import (
     postgres_cluster_port,
     run_as_postgres,
     start_serve_process,
+    train_tiny_model,
     wait_ready,
 )
 
@@ -31,17 +29,9 @@ from service_testing import (
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     """A pyfunc model of all branches, trained in seconds on generated products."""
-    root = tmp_path_factory.mktemp("api-model")
-    images = root / "images"
-    images.mkdir()
-    train = make_products(40, seed=11, image_dir=images)
-    val = make_products(10, seed=12, image_dir=images)
-    test = make_products(10, seed=13, image_dir=images)
-    classifier = ProductClassifier(tiny_model_params(epochs=2), seed=7).fit(
-        train, val, progress=False
+    return train_tiny_model(
+        tmp_path_factory.mktemp("api-model"), seeds=(11, 12, 13), model_seed=7, n_test=10
     )
-    path = save_pyfunc_model(classifier, root / "model", val[["designation", "description"]])
-    return TinyModel(path=path, classifier=classifier, test=test)
 
 
 @pytest.fixture(scope="session")

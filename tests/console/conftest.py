@@ -10,29 +10,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from console_testing import JWT_SECRET, PASSWORDS, ROLES
-from factories import make_products, tiny_model_params
 from rakuten_mlops.config import Settings
-from rakuten_mlops.models.pipeline import ProductClassifier
-from rakuten_mlops.models.pyfunc import save_pyfunc_model
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.app import create_app
-from service_testing import TinyModel, app_of, wait_ready
+from service_testing import TinyModel, app_of, train_tiny_model, wait_ready
 
 
 @pytest.fixture(scope="session")
 def console_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     """A pyfunc model of all branches, trained in seconds on generated products."""
-    root = tmp_path_factory.mktemp("console-model")
-    images = root / "images"
-    images.mkdir()
-    train = make_products(40, seed=21, image_dir=images)
-    val = make_products(10, seed=22, image_dir=images)
-    test = make_products(12, seed=23, image_dir=images)
-    classifier = ProductClassifier(tiny_model_params(epochs=2), seed=5).fit(
-        train, val, progress=False
+    return train_tiny_model(
+        tmp_path_factory.mktemp("console-model"), seeds=(21, 22, 23), model_seed=5, n_test=12
     )
-    path = save_pyfunc_model(classifier, root / "model", val[["designation", "description"]])
-    return TinyModel(path=path, classifier=classifier, test=test)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from rakuten_mlops.db.models import DriftRun, Feedback, Prediction
 from rakuten_mlops.db.session import DatabaseError, make_session_factory
+from rakuten_mlops.monitoring.quality import RECORD_COLUMNS
 
 # Columns of `production_inputs` (what the drift check compares with the reference).
 INPUT_COLUMNS = (
@@ -26,19 +27,8 @@ INPUT_COLUMNS = (
     "variant",
     "model_version",
 )
-# Columns of `labelled_predictions` (`monitoring.quality.RECORD_COLUMNS`).
-QUALITY_COLUMNS = (
-    "prediction_id",
-    "request_id",
-    "productid",
-    "designation",
-    "variant",
-    "model_version",
-    "shadow",
-    "prdtypecode",
-    "confidence",
-    "true_code",
-)
+# Columns of `labelled_predictions`: the records the online quality reads.
+QUALITY_COLUMNS = RECORD_COLUMNS
 
 
 def production_inputs(session: Session, start: datetime, end: datetime) -> pd.DataFrame:
