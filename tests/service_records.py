@@ -9,13 +9,15 @@ Importable as `service_records` (pytest `pythonpath = ["tests"]`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.db.session import make_engine, make_session_factory
@@ -108,3 +110,32 @@ class ServiceRecords:
     def close(self) -> None:
         """Release the connections."""
         self.engine.dispose()
+
+
+def add_drift_run(
+    session: Session,
+    *,
+    at: datetime,
+    dataset_drift: bool,
+    drift_share: float,
+    drifted_columns: Sequence[str] = (),
+    column_scores: Mapping[str, float] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    current_rows: int = 400,
+    window: timedelta = timedelta(days=1),
+) -> None:
+    """Record a drift run ending at `at`, as `monitor drift` does (the caller commits)."""
+    crud_monitoring.add_drift_run(
+        session,
+        created_at=at,
+        window_start=at - window,
+        window_end=at,
+        current_rows=current_rows,
+        reference_rows=13000,
+        reference="train",
+        dataset_drift=dataset_drift,
+        drift_share=drift_share,
+        drifted_columns=list(drifted_columns),
+        column_scores=dict(column_scores or {}),
+        summary=dict(summary or {}),
+    )

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from rakuten_mlops.config import Settings
 from rakuten_mlops.models.pyfunc import log_pyfunc_model
 from rakuten_mlops.registry.registry import promote_version, set_challenger
+from service_records import add_drift_run
 from service_testing import TinyModel, app_of, wait_ready
 
 MODEL_NAME = "rakuten-product-classifier"
@@ -162,9 +163,7 @@ def test_registry_aliases_are_resolved_and_followed(
 def test_metrics_export_the_latest_drift_run(
     start_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
 ) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from rakuten_mlops.db import crud_monitoring
+    from datetime import UTC, datetime
 
     client = start_client(make_settings(monitoring_cache_s=0))
     text = client.get("/metrics").text
@@ -173,19 +172,13 @@ def test_metrics_export_the_latest_drift_run(
 
     now = datetime.now(UTC)
     with app_of(client).state.session_factory() as session:
-        crud_monitoring.add_drift_run(
+        add_drift_run(
             session,
-            created_at=now,
-            window_start=now - timedelta(days=1),
-            window_end=now,
-            current_rows=400,
-            reference_rows=1000,
-            reference="train",
+            at=now,
             dataset_drift=True,
             drift_share=0.5,
             drifted_columns=["title_upper_share"],
             column_scores={"title_upper_share": 0.9},
-            summary={},
         )
         session.commit()
     text = client.get("/metrics").text

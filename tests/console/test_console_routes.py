@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from console_testing import PASSWORDS, csrf_of, sign_in
 from rakuten_mlops.config import Settings
-from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.console import assets
+from service_records import add_drift_run
 from service_testing import app_of, stored_feedback, stored_predictions
 
 Classify = Callable[..., dict[str, Any]]
@@ -493,19 +493,14 @@ def test_model_page_chart_drift_and_reload(console: TestClient, classify: Classi
                 if day == 30
                 else datetime(2026, 12, day, 10, tzinfo=UTC)
             )
-            crud_monitoring.add_drift_run(
+            add_drift_run(
                 session,
-                created_at=at,
-                window_start=at - timedelta(days=7),
-                window_end=at,
-                current_rows=800,
-                reference_rows=13000,
-                reference="train",
+                at=at,
                 dataset_drift=drift,
                 drift_share=share,
                 drifted_columns=columns,
-                column_scores={},
-                summary={},
+                current_rows=800,
+                window=timedelta(days=7),
             )
         session.commit()
     page = console.get("/console/model")

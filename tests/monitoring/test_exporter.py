@@ -9,7 +9,6 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import (
     LatestDrift,
@@ -17,6 +16,7 @@ from rakuten_mlops.monitoring.exporter import (
     MonitoringState,
     register_monitoring_metrics,
 )
+from service_records import add_drift_run
 
 CONTRACT_NAMES = {
     "rakuten_drift_detected",
@@ -41,19 +41,15 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, st
 def _add_drift_run(url: str, *, drift: bool, at: datetime) -> None:
     engine = make_engine(url)
     with make_session_factory(engine)() as session:
-        crud_monitoring.add_drift_run(
+        add_drift_run(
             session,
-            created_at=at,
-            window_start=at - timedelta(days=1),
-            window_end=at,
-            current_rows=500,
-            reference_rows=13000,
-            reference="train",
+            at=at,
             dataset_drift=drift,
             drift_share=0.6 if drift else 0.1,
             drifted_columns=["title_upper_share"] if drift else [],
             column_scores={"title_upper_share": 0.8, "title_length": 0.02},
             summary={"columns": {"predicted_class": {"reference": {"10": 0.25, "2583": 0.75}}}},
+            current_rows=500,
         )
         session.commit()
     engine.dispose()

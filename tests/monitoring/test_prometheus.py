@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
 from promql import PROMETHEUS_DIR, alert_rules, dashboard_queries
-from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
+from service_records import add_drift_run
 from service_testing import ServerProcess, start_serve_process
 
 
@@ -129,14 +129,9 @@ def monitoring_target(database_url: str) -> Iterator[str]:
     now = datetime.now(UTC)
     engine = make_engine(database_url)
     with make_session_factory(engine)() as session:
-        crud_monitoring.add_drift_run(
+        add_drift_run(
             session,
-            created_at=now,
-            window_start=now - timedelta(days=1),
-            window_end=now,
-            current_rows=400,
-            reference_rows=13000,
-            reference="train",
+            at=now,
             dataset_drift=True,
             drift_share=0.57,
             drifted_columns=["title_upper_share", "has_image"],
