@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from promql import PROMETHEUS_DIR, alert_rules, dashboard_queries
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
+from rakuten_mlops.monitoring.prometheus_config import render_prometheus_config
 from service_records import add_drift_run
 from service_testing import ServerProcess, start_serve_process
 
@@ -154,11 +155,12 @@ def monitoring_target(database_url: str) -> Iterator[str]:
 @pytest.fixture
 def prometheus(tmp_path: Path, running_service: str, monitoring_target: str) -> Iterator[str]:
     """A real Prometheus with the project's config (1 s intervals) and alert rules."""
-    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
-    job = config["scrape_configs"][0]
-    job["static_configs"][0]["targets"] = [running_service.url.split("//")[1], monitoring_target]
+    config = render_prometheus_config(
+        yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text()),
+        config_dir=PROMETHEUS_DIR,
+        targets=[running_service.url.split("//")[1], monitoring_target],
+        interval="1s",
+    )
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = _free_port()
     log = (tmp_path / "prometheus.log").open("wb")

@@ -1,4 +1,4 @@
-"""`rakuten-mlops monitor drift | quality`: is production drifting, how good is the model online."""
+"""`rakuten-mlops monitor drift | quality | prometheus-config`: drift, online quality, alerting."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ ToOption = Annotated[
     datetime | None, typer.Option("--to", help="Window end (ISO date or time; default now).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+# The production scrape configuration, relative to the project directory.
+PROMETHEUS_CONFIG = Path("monitoring/prometheus/prometheus.yml")
 
 
 @monitor_app.command("drift")
@@ -137,3 +139,56 @@ def quality(
         highlight=False,
     )
     console.print(format_quality(rows), highlight=False, soft_wrap=True)
+
+
+@monitor_app.command("prometheus-config")
+@handle_errors
+def prometheus_config(
+    target: Annotated[
+        list[str],
+        typer.Option(help="host:port of a service to scrape (repeatable)."),
+    ],
+    interval: Annotated[
+        str | None,
+        typer.Option(
+            help="Scrape and rule evaluation interval (e.g. 2s); default: the configured 15s."
+        ),
+    ] = None,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option(help="File with the service's RAKUTEN_METRICS_TOKEN (sent as Bearer)."),
+    ] = None,
+    config: Annotated[
+        Path, typer.Option(help="The scrape configuration to start from.")
+    ] = PROMETHEUS_CONFIG,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the configuration here (default: stdout).")
+    ] = None,
+) -> None:
+    """The project's Prometheus configuration pointed at other targets (same alert rules).
+
+    For a demo or a local check: the service job scrapes `--target`, the rule files are
+    referenced by absolute path, and `--interval` may shorten the scrape and evaluation
+    intervals (the rules' expressions and `for:` durations are unchanged).
+    """
+    import yaml
+
+    from rakuten_mlops.errors import RakutenError
+    from rakuten_mlops.monitoring.prometheus_config import render_prometheus_config
+
+    if not config.is_file():
+        raise RakutenError(f"--config: no such file {config}")
+    rendered = render_prometheus_config(
+        yaml.safe_load(config.read_text(encoding="utf-8")),
+        config_dir=config.parent,
+        targets=target,
+        interval=interval,
+        bearer_token_file=metrics_token_file.resolve() if metrics_token_file else None,
+    )
+    text = yaml.safe_dump(rendered, sort_keys=False)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"Prometheus configuration: {out}", highlight=False)
