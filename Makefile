@@ -76,6 +76,10 @@ bench: install ## Benchmark quality and speed on the shared sample (prints numbe
 bench-api: install ## Benchmark the prediction service against `mlflow models serve` (prints a table)
 	$(PY) bench/bench_api.py --source $(RAKUTEN_SOURCE)
 
+.PHONY: loop-demo
+loop-demo: install system-deps airflow-venv ## See drift -> alert -> retrain -> gate -> reload on this machine (needs `make pipeline` first)
+	bash scripts/loop-demo.sh
+
 stack: install system-deps ## Start the production topology as local processes (STACK_MODEL=models/classifier to serve it)
 	$(PY) deploy/local/stack.py up $(if $(STACK_MODEL),--register-model $(STACK_MODEL))
 
