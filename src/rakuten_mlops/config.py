@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     jwt_issuer: str = "rakuten-mlops"
     jwt_audience: str = "rakuten-mlops-api"
     access_token_expire_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # Seconds the service keeps who a token or API key is (changes made through the service
+    # apply at once; ones made with the `users` CLI or on another replica within this; 0: off).
+    auth_cache_s: float = Field(default=2.0, ge=0.0, le=60.0)
     # First admin, created at start-up when no enabled admin exists.
     admin_username: str = "admin"
     admin_password: SecretStr | None = None

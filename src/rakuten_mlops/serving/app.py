@@ -98,6 +98,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Drift and online-quality gauges on the same /metrics, read from the database lazily.
     monitoring = register_monitoring_metrics(engine, app.state.metrics.registry, settings)
     app.state.session_factory = session_factory
+    app.state.principals.watch(session_factory)  # user / key changes drop cached callers
     app.state.recorder = recorder
     app.state.predictor = predictor
     await asyncio.to_thread(start_security, app)  # first admin; refuses to start without one

@@ -18,12 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from rakuten_mlops.inference.model_io import (
-    ItemPrediction,
-    build_model_input,
-    check_model_output,
-    read_predictions,
-)
+from rakuten_mlops.inference.model_io import ItemPrediction, build_model_input
 from rakuten_mlops.serving.model_manager import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -193,6 +188,5 @@ def _predict_items(
         image_bytes=[item.image_bytes for item in items] if with_bytes else None,
     )
     t0 = time.perf_counter()
-    output = model.predict(frame)
-    seconds = time.perf_counter() - t0
-    return read_predictions(check_model_output(output, len(items)), notes), seconds
+    predictions = model.items(frame, notes)
+    return predictions, time.perf_counter() - t0

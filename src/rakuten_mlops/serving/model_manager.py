@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,14 @@ import pandas as pd
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.errors import ModelError, RakutenError
+from rakuten_mlops.inference.model_io import (
+    ItemPrediction,
+    ItemsFn,
+    build_model_input,
+    check_model_output,
+    items_predictor,
+    read_predictions,
+)
 from rakuten_mlops.models.pyfunc import PredictFn
 
 logger = logging.getLogger(__name__)
@@ -28,7 +36,6 @@ logger = logging.getLogger(__name__)
 Variant = Literal["champion", "challenger"]
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)$")
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-_WARMUP = pd.DataFrame({"designation": ["warm up"], "description": [""]})
 
 
 class ModelNotReadyError(RakutenError):
@@ -48,6 +55,19 @@ class LoadedModel:
     loaded_at: datetime
     predict: PredictFn = field(repr=False, compare=False)
     metrics: dict[str, float] = field(default_factory=dict)
+    # The same predictions read straight from the model (`model_io.items_predictor`); None:
+    # through `predict`'s output DataFrame.
+    predict_items: ItemsFn | None = field(default=None, repr=False, compare=False)
+
+    def items(self, frame: pd.DataFrame, notes: Sequence[str]) -> list[ItemPrediction]:
+        """The predictions of the model input `frame` (one per row, in order).
+
+        Raises:
+            ModelError: the model's output does not have one row per input row.
+        """
+        if self.predict_items is not None:
+            return self.predict_items(frame, notes)
+        return read_predictions(check_model_output(self.predict(frame), len(frame)), notes)
 
 
 @dataclass(frozen=True)
@@ -148,8 +168,9 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
     source = resolve_source(uri, settings)
     pyfunc_model = load_pyfunc_model(source.load_uri)
     predict = as_predict_fn(pyfunc_model)
+    predict_items = items_predictor(pyfunc_model)
     try:
-        predict(_WARMUP)
+        predict_items(*build_model_input(["warm up"], [""]))
     except Exception as exc:  # a model that cannot predict must not replace a working one
         raise ModelError(f"{uri} loaded but fails to predict: {type(exc).__name__}: {exc}") from exc
     return LoadedModel(
@@ -162,6 +183,7 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
         loaded_at=datetime.now(UTC),
         predict=predict,
         metrics=source.metrics,
+        predict_items=predict_items,
     )
 
 
