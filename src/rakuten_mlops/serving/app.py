@@ -119,6 +119,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
         await app.state.batcher.stop()
+        await asyncio.to_thread(app.state.models.close)  # model processes, after the last call
         await asyncio.to_thread(recorder.close)
         await stop_security(app)
         app.state.metrics.registry.unregister(monitoring)
