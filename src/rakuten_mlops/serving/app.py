@@ -21,7 +21,7 @@ from rakuten_mlops.db import crud
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
-from rakuten_mlops.serving.api.main import api_router
+from rakuten_mlops.serving.api.main import include_api
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.console.routes import router as console_router
 from rakuten_mlops.serving.errors import add_exception_handlers
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = models
     app.state.background = set()
     add_exception_handlers(app)
-    app.include_router(api_router)
+    include_api(app)
     app.include_router(console_router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, batcher=batcher)
     return app
