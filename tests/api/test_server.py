@@ -143,6 +143,9 @@ def test_serve_answers_over_http(
         )
         docs = http.get("/openapi.json").json()
         assert "/v1/predict/batch" in docs["paths"]
+        # The model's libraries live in the model process only (memory of one worker).
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and model_processes(server)
     assert_clean_exit(server)
     assert len(stored_ids(f"sqlite:///{tmp_path}/service.db")) == 2
     log = (tmp_path / "logs" / "service.log").read_text()

@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_service_logging(settings.log_level, settings.log_file)
-    if settings.num_threads > 0:
+    if settings.num_threads > 0 and not settings.model_process:  # else the model process's
         import torch
 
         torch.set_num_threads(settings.num_threads)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -29,8 +29,10 @@ from rakuten_mlops.inference.model_io import (
     items_predictor,
     read_predictions,
 )
-from rakuten_mlops.models.pyfunc import PredictFn
 from rakuten_mlops.serving.runner import ModelProcess
+
+if TYPE_CHECKING:  # the model's libraries load in the model process, not here
+    from rakuten_mlops.models.pyfunc import PredictFn
 
 logger = logging.getLogger(__name__)
 
