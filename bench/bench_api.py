@@ -269,8 +269,10 @@ class Server:
                 time.sleep(0.2)
         raise SystemExit(f"{self.name} not ready after {timeout_s}s")
 
-    def peak_rss_mb(self) -> float:
-        """Peak RSS (VmHWM) of the process serving requests, MB."""
+    def peak_rss_mb(self, total: bool = False) -> float:
+        """Peak RSS (VmHWM), MB: of the largest process of the server (the one serving
+        requests), or with `total` the sum over the server and its children (ours: the
+        service and its model process, what one worker needs)."""
         procs = [psutil.Process(self.process.pid)]
         procs += procs[0].children(recursive=True)
         peaks = []
@@ -282,7 +284,9 @@ class Server:
             for line in status.splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)
-        return max(peaks) if peaks else float("nan")
+        if not peaks:
+            return float("nan")
+        return sum(peaks) if total else max(peaks)
 
     def stop(self) -> None:
         try:
@@ -453,7 +457,7 @@ def main() -> None:
                 print(f"  {scenario:<18} {name:<7} done", flush=True)
             same = [a == b for a, b in zip(codes["ours"], codes["mlflow"], strict=True) if a and b]
             rows[-2].agree_with_reference = sum(same) / len(same) if same else None
-        rss = {name: server.peak_rss_mb() for name, server in servers.items()}
+        rss = {name: server.peak_rss_mb(total=name == "ours") for name, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
@@ -515,7 +519,10 @@ def print_table(rows: list[Row], inproc: dict[str, float], rss: dict[str, float]
         f"{inproc['image_single_p50_ms']:.1f} ms with image (p50); batch "
         f"{inproc['text_batch_per_s']:.0f} products/s text, {inproc['image_batch_per_s']:.0f}/s with image"
     )
-    print(f"peak RSS: ours {rss['ours']:.0f} MB, reference {rss['mlflow']:.0f} MB")
+    print(
+        f"peak RSS: ours {rss['ours']:.0f} MB (service + model process), "
+        f"reference {rss['mlflow']:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -45,4 +45,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("RAKUTEN_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    # Apps of the tests predict in process (a model process takes seconds to start); the
+    # tests of the model processes and the real `serve` processes turn them on.
+    monkeypatch.setenv("RAKUTEN_MODEL_PROCESS", "false")
     get_settings.cache_clear()

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     microbatch_max_size: int = Field(default=64, ge=1)
     microbatch_max_wait_ms: float = Field(default=5.0, ge=0.0)
     microbatch_concurrency: int = Field(default=2, ge=1)
+    # Each model predicts in a process of its own (the event loop and the model then use two
+    # cores instead of sharing one interpreter); false: in the service's process.
+    model_process: bool = True
+    # CPU threads of each model process (torch, BLAS): with one, the model and the event loop
+    # each keep a core of a 2-core machine (threads competing for a busy core slow it down).
+    model_threads: int = Field(default=1, ge=1)
+    # Seconds a replaced model's process keeps answering the requests that took it.
+    model_retire_s: float = Field(default=30.0, ge=0.0)
     record_flush_ms: float = Field(default=200.0, gt=0.0)
     record_batch_size: int = Field(default=256, ge=1)
     log_file: Path | None = Path("logs/service.log")
@@ -109,6 +117,9 @@ class Settings(BaseSettings):
     jwt_issuer: str = "rakuten-mlops"
     jwt_audience: str = "rakuten-mlops-api"
     access_token_expire_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # Seconds the service keeps who a token or API key is (changes made through the service
+    # apply at once; ones made with the `users` CLI or on another replica within this; 0: off).
+    auth_cache_s: float = Field(default=2.0, ge=0.0, le=60.0)
     # First admin, created at start-up when no enabled admin exists.
     admin_username: str = "admin"
     admin_password: SecretStr | None = None

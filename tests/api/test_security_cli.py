@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,17 +72,25 @@ def test_users_commands(
     keys = cli("users", "api-key", "list").output  # type: ignore[attr-defined]
     assert "alice" in keys and "sync" in keys and key not in keys
 
-    # The API knows these users and keys (same database).
+    # The API knows these users and keys (same database); a change made with the CLI is in
+    # force once the service's cache of callers (RAKUTEN_AUTH_CACHE_S) has expired.
+    cache_s = 0.3
     client = start_client(
-        make_settings(database_url=f"sqlite:///{tmp_path}/service.db"), authenticated=False
+        make_settings(database_url=f"sqlite:///{tmp_path}/service.db", auth_cache_s=cache_s),
+        authenticated=False,
     )
+
+    def status_after_cache() -> int:
+        time.sleep(cache_s + 0.05)
+        return client.get("/v1/predictions", headers={"X-API-Key": key}).status_code
+
     assert client.get("/v1/predictions", headers={"X-API-Key": key}).status_code == 200
     login = client.post("/token", data={"username": "alice", "password": password})
     assert login.status_code == 200 and login.json()["role"] == "reviewer"
     assert cli("users", "disable", "alice").exit_code == 0  # type: ignore[attr-defined]
-    assert client.get("/v1/predictions", headers={"X-API-Key": key}).status_code == 401
+    assert status_after_cache() == 401
     assert cli("users", "enable", "alice").exit_code == 0  # type: ignore[attr-defined]
-    assert client.get("/v1/predictions", headers={"X-API-Key": key}).status_code == 200
+    assert status_after_cache() == 200
     revoked = cli("users", "api-key", "revoke", "1")
     assert revoked.exit_code == 0 and "revoked" in revoked.output  # type: ignore[attr-defined]
-    assert client.get("/v1/predictions", headers={"X-API-Key": key}).status_code == 401
+    assert status_after_cache() == 401

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy import select
 
@@ -27,7 +28,22 @@ def server_env(tmp_path: Path, model: Path) -> dict[str, str]:
         "RAKUTEN_LOG_FILE": str(tmp_path / "logs" / "service.log"),
         "RAKUTEN_RECORD_FLUSH_MS": "100",
         "RAKUTEN_NUM_THREADS": "1",
+        # As in production: the model predicts in a process of its own.
+        "RAKUTEN_MODEL_PROCESS": "true",
+        "RAKUTEN_MODEL_RETIRE_S": "1",
     }
+
+
+def model_processes(server: ServerProcess) -> set[int]:
+    """PIDs of the serve process's model processes (not multiprocessing's resource tracker)."""
+    pids = set()
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids
 
 
 def stored_ids(database_url: str) -> set[str]:
@@ -127,6 +143,9 @@ def test_serve_answers_over_http(
         )
         docs = http.get("/openapi.json").json()
         assert "/v1/predict/batch" in docs["paths"]
+        # The model's libraries live in the model process only (memory of one worker).
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and model_processes(server)
     assert_clean_exit(server)
     assert len(stored_ids(f"sqlite:///{tmp_path}/service.db")) == 2
     log = (tmp_path / "logs" / "service.log").read_text()
@@ -143,6 +162,8 @@ def test_reload_under_traffic_fails_no_request(
         Traffic(server.url, server.headers) as traffic,
     ):
         first = http.get("/v1/model").json()["loaded_at"]
+        before = model_processes(server)
+        assert before, "the model predicts in a process of its own"
         time.sleep(0.5)
         for _ in range(2):
             reload = http.post("/v1/admin/reload", params={"wait": True})
@@ -150,6 +171,12 @@ def test_reload_under_traffic_fails_no_request(
         time.sleep(0.5)
         traffic.stop()
         assert http.get("/v1/model").json()["loaded_at"] != first
+        # The replaced models' processes stop RAKUTEN_MODEL_RETIRE_S after the swap.
+        deadline = time.monotonic() + 30
+        while model_processes(server) & before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not model_processes(server) & before
+        assert model_processes(server)
     assert traffic.failures == [] and traffic.transport_errors == 0
     assert len(traffic.ok_ids) > 20
 
@@ -160,9 +187,13 @@ def test_sigterm_under_load_loses_no_answered_prediction(
     env = server_env(tmp_path, tiny_model.path)
     env["RAKUTEN_RECORD_FLUSH_MS"] = "5000"  # records still queued when the signal comes
     server = start_server(env)
+    children = [psutil.Process(pid) for pid in model_processes(server)]
+    assert children
     with Traffic(server.url, server.headers) as traffic:
         time.sleep(1.5)
         assert_clean_exit(server)
     assert traffic.failures == []
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []  # no model process outlives the service
     assert len(traffic.ok_ids) > 10
     assert set(traffic.ok_ids) <= stored_ids(env["RAKUTEN_DATABASE_URL"])

@@ -12,10 +12,17 @@ import pytest
 import yaml
 
 from rakuten_mlops.errors import ModelError
+from rakuten_mlops.inference.model_io import (
+    build_model_input,
+    check_model_output,
+    items_predictor,
+    read_predictions,
+)
 from rakuten_mlops.models.pipeline import OUTPUT_COLUMNS, ProductClassifier
 from rakuten_mlops.models.pyfunc import (
     load_pyfunc_model,
     log_pyfunc_model,
+    native_classifier,
     pip_requirements,
     save_pyfunc_model,
 )
@@ -63,6 +70,45 @@ def test_saved_pyfunc_predicts_exactly_like_the_classifier(
         pd.DataFrame({"designation": ["Piscine gonflable", "Roman de poche"]})
     )
     assert text_only["prdtypecode"].tolist() == [2583, 10]
+
+
+def test_service_reads_the_same_predictions_straight_from_the_classifier(
+    saved_model: Path, tiny_products: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
+) -> None:
+    """The service's reader (top-3 arrays, no output DataFrame) and the CSV batch reader
+    (output DataFrame) give the same items, also for a model that is not this project's."""
+    frame = model_input(tiny_products[2])
+    model_frame, notes = build_model_input(
+        frame["designation"].tolist(),
+        frame["description"].tolist(),
+        image_bytes=frame["image_bytes"].tolist(),
+    )
+    loaded = load_pyfunc_model(saved_model)
+    assert native_classifier(loaded) is not None
+    direct = items_predictor(loaded)(model_frame, notes)
+    through_output = read_predictions(
+        check_model_output(loaded.predict(model_frame), len(model_frame)), notes
+    )
+    assert [i.prdtypecode for i in direct] == [i.prdtypecode for i in through_output]
+    assert [i.has_image for i in direct] == [i.has_image for i in through_output]
+    assert sum(i.has_image for i in direct) > 0
+    assert [i.note for i in direct] == [i.note for i in through_output]
+    for a, b in zip(direct, through_output, strict=True):
+        assert [t.code for t in a.top3] == [t.code for t in b.top3]
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-12)
+        assert [t.probability for t in a.top3] == pytest.approx(
+            [t.probability for t in b.top3], abs=1e-12
+        )
+        assert a.category == b.category != ""
+    assert items_predictor(loaded)(model_frame.iloc[:0], []) == []
+
+    class Foreign:  # any pyfunc-like model: only `predict`
+        def predict(self, data: pd.DataFrame) -> pd.DataFrame:
+            return loaded.predict(data)
+
+    assert native_classifier(Foreign()) is None
+    foreign = items_predictor(Foreign())(model_frame, notes)
+    assert [i.prdtypecode for i in foreign] == [i.prdtypecode for i in direct]
 
 
 def test_saved_model_is_self_contained(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 
 from rakuten_mlops.monitoring.quality import (
     QualityRow,
@@ -12,6 +13,7 @@ from rakuten_mlops.monitoring.quality import (
     format_quality,
     online_quality,
     propagate_labels_to_shadow,
+    weighted_f1,
     wilson_interval,
     with_window_totals,
 )
@@ -51,6 +53,18 @@ def test_wilson_interval_known_values() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
     low, high = wilson_interval(10, 10)
     assert high == pytest.approx(1.0) and 0.69 < low < 0.73
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weighted_f1_is_scikit_learns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    codes = np.array([10, 40, 50, 60, 1280, 2583])
+    y_true = rng.choice(codes[: 3 + seed % 3], size=40 + seed * 17)
+    y_pred = np.where(rng.random(len(y_true)) < 0.6, y_true, rng.choice(codes, len(y_true)))
+    expected = f1_score(y_true, y_pred, average="weighted", zero_division=0)
+    assert weighted_f1(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
+    assert weighted_f1(y_true, y_true) == 1.0
+    assert weighted_f1(y_true, np.full(len(y_true), 9999)) == 0.0
 
 
 def test_bootstrap_interval_contains_the_estimate() -> None:

@@ -105,7 +105,8 @@ def list_users() -> None:
 @users_app.command("disable")
 @handle_errors
 def disable(username: Annotated[str, typer.Argument(help="User name.")]) -> None:
-    """Disable a user: its tokens and API keys stop working at once."""
+    """Disable a user: its tokens and API keys stop working (a running service notices
+    within RAKUTEN_AUTH_CACHE_S seconds)."""
     from rakuten_mlops.serving import security
 
     _in_session(lambda s: security.set_user_disabled(s, username, True))
@@ -189,7 +190,7 @@ def api_key_list(
 @api_key_app.command("revoke")
 @handle_errors
 def api_key_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see list).")]) -> None:
-    """Revoke an API key (it stops working at once)."""
+    """Revoke an API key (a running service refuses it within RAKUTEN_AUTH_CACHE_S seconds)."""
     from rakuten_mlops.serving import security
 
     row = _in_session(lambda s: security.revoke_api_key(s, key_id))

@@ -8,13 +8,14 @@ description) and a note per row; `check_model_output` verifies what the model re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from rakuten_mlops.data.schema import CATEGORY_NAMES, OUTPUT_COLUMNS, TARGET_COL
+from rakuten_mlops.data.schema import CATEGORY_NAMES, OUTPUT_COLUMNS
 from rakuten_mlops.errors import ModelError
 
 NOTE_DESIGNATION_FROM_DESCRIPTION = "empty designation: predicted from the description"
@@ -58,39 +59,47 @@ def build_model_input(
     """Model input rows and a note per row.
 
     Args:
-        designation: titles ("" when missing); an empty one is replaced by the description.
-        description: descriptions ("" when missing).
+        designation: titles ("" or None when missing); an empty one is replaced by the
+            description.
+        description: descriptions ("" or None when missing).
         image_paths: image files ("" for none); the column is left out when None.
         image_bytes: encoded images (None for none); the column is left out when None.
         index: index of the frame (default: a RangeIndex).
     """
-    n = len(designation)
-    titles = pd.Series(list(designation), index=index, dtype=object).fillna("").astype(str)
-    descriptions = pd.Series(list(description), index=titles.index, dtype=object)
-    descriptions = descriptions.fillna("").astype(str)
-    has_image = np.zeros(n, dtype=bool)
-    if image_paths is not None:
-        has_image |= np.array([bool(p) for p in image_paths], dtype=bool)
-    if image_bytes is not None:
-        has_image |= np.array([bool(b) for b in image_bytes], dtype=bool)
-    empty_title = titles.str.strip().eq("").to_numpy()
-    has_description = descriptions.str.strip().ne("").to_numpy()
-    notes = np.where(
-        empty_title & has_description,
-        NOTE_DESIGNATION_FROM_DESCRIPTION,
-        np.where(
-            empty_title & has_image, NOTE_IMAGE_ONLY, np.where(empty_title, NOTE_NO_INPUT, "")
-        ),
-    ).tolist()
-    columns: dict[str, object] = {
-        "designation": titles.where(~empty_title, descriptions),
-        "description": descriptions,
-    }
+    titles = [_text(value) for value in designation]
+    descriptions = [_text(value) for value in description]
+    has_image = [False] * len(titles)
+    for images in (image_paths, image_bytes):
+        if images is not None:
+            has_image = [
+                known or bool(image) for known, image in zip(has_image, images, strict=True)
+            ]
+    model_titles: list[str] = []
+    notes: list[str] = []
+    for title, text, image in zip(titles, descriptions, has_image, strict=True):
+        if title.strip():
+            model_titles.append(title)
+            notes.append("")
+            continue
+        model_titles.append(text)
+        if text.strip():
+            notes.append(NOTE_DESIGNATION_FROM_DESCRIPTION)
+        else:
+            notes.append(NOTE_IMAGE_ONLY if image else NOTE_NO_INPUT)
+    columns: dict[str, object] = {"designation": model_titles, "description": descriptions}
     if image_paths is not None:
         columns["image_path"] = list(image_paths)
     if image_bytes is not None:
         columns["image_bytes"] = list(image_bytes)
-    return pd.DataFrame(columns, index=titles.index), [str(note) for note in notes]
+    frame = pd.DataFrame(columns, index=index, dtype=object)
+    return frame, notes
+
+
+def _text(value: object) -> str:
+    """A text field as a string: "" for None or NaN (a missing CSV cell)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    return str(value)
 
 
 def check_model_output(predictions: pd.DataFrame, n_rows: int, where: str = "") -> pd.DataFrame:
@@ -122,29 +131,71 @@ def read_predictions(
     output: pd.DataFrame, notes: Sequence[str] | None = None
 ) -> list[ItemPrediction]:
     """One `ItemPrediction` per row of a checked model output (`check_model_output`)."""
-    used = output["has_image"].astype(bool).tolist()
-    final_notes = resolve_notes(notes, used) if notes is not None else [""] * len(output)
-    columns = {c: output[c].tolist() for c in OUTPUT_COLUMNS}
+    return items_from_top(
+        output[[f"top_{k}_code" for k in range(1, TOP_K + 1)]].to_numpy(dtype=np.int64),
+        output[[f"top_{k}_proba" for k in range(1, TOP_K + 1)]].to_numpy(dtype=np.float64),
+        output["has_image"].to_numpy(dtype=bool),
+        notes,
+    )
+
+
+def items_from_top(
+    codes: np.ndarray,
+    probs: np.ndarray,
+    has_image: np.ndarray,
+    notes: Sequence[str] | None = None,
+) -> list[ItemPrediction]:
+    """One `ItemPrediction` per row of the model's top-3 arrays: `codes` (n, 3), `probs`
+    (n, 3), `has_image` (n,) (the image was used); the predicted code is the top-1."""
+    used = [bool(x) for x in has_image.tolist()]
+    final_notes = resolve_notes(notes, used) if notes is not None else [""] * len(used)
     items: list[ItemPrediction] = []
-    for i in range(len(output)):
-        top = tuple(
-            TopClass(
-                code=int(columns[f"top_{k}_code"][i]),
-                name=CATEGORY_NAMES.get(
-                    int(columns[f"top_{k}_code"][i]), str(columns[f"top_{k}_code"][i])
-                ),
-                probability=float(columns[f"top_{k}_proba"][i]),
-            )
-            for k in range(1, TOP_K + 1)
-        )
+    for row_codes, row_probs, image, note in zip(
+        codes.tolist(), probs.tolist(), used, final_notes, strict=True
+    ):
+        names = [CATEGORY_NAMES.get(code, str(code)) for code in row_codes]
         items.append(
             ItemPrediction(
-                prdtypecode=int(columns[TARGET_COL][i]),
-                category=str(columns["category"][i]),
-                confidence=float(columns["confidence"][i]),
-                top3=top,
-                has_image=bool(used[i]),
-                note=final_notes[i],
+                prdtypecode=int(row_codes[0]),
+                category=names[0],
+                confidence=float(row_probs[0]),
+                top3=tuple(
+                    TopClass(code=int(code), name=name, probability=float(p))
+                    for code, name, p in zip(row_codes, names, row_probs, strict=True)
+                ),
+                has_image=image,
+                note=note,
             )
         )
     return items
+
+
+ItemsFn = Callable[[pd.DataFrame, Sequence[str]], list[ItemPrediction]]
+
+
+def items_predictor(model: object) -> ItemsFn:
+    """`(model input, notes) -> ItemPrediction`s of a loaded pyfunc model.
+
+    For this project's own classifier the top-3 arrays are read straight from it (the same
+    computation as its output DataFrame, without building and reading one per call); any
+    other pyfunc model goes through `predict` -> `check_model_output` -> `read_predictions`.
+    """
+    from rakuten_mlops.models.pyfunc import as_predict_fn, native_classifier
+
+    classifier = native_classifier(model)
+    if classifier is not None:
+        predict_top = classifier.predict_top
+
+        def from_classifier(frame: pd.DataFrame, notes: Sequence[str]) -> list[ItemPrediction]:
+            if len(frame) == 0:
+                return []
+            top = predict_top(frame)
+            return items_from_top(top.codes, top.probs, top.has_image, notes)
+
+        return from_classifier
+    predict = as_predict_fn(model)  # type: ignore[arg-type]
+
+    def from_output(frame: pd.DataFrame, notes: Sequence[str]) -> list[ItemPrediction]:
+        return read_predictions(check_model_output(predict(frame), len(frame)), notes)
+
+    return from_output

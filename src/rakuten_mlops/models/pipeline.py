@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -615,13 +616,23 @@ class ProductClassifier:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Predicted code, category, confidence and top-3 per row (index = `frame.index`)."""
+        if len(frame) == 0:
+            self._check_fitted()
+            return empty_output(frame.index)
+        return build_output(self.predict_top(frame), frame.index)
+
+    def predict_top(self, frame: pd.DataFrame) -> TopPredictions:
+        """The three most probable codes of each row, as arrays (what `predict` puts in its
+        DataFrame; the service reads them directly, without a DataFrame per answer)."""
         fusion = self._check_fitted()
         if len(frame) == 0:
-            return empty_output(frame.index)
+            return top_predictions(
+                np.zeros((0, len(self.classes_))), self.classes_, np.zeros(0, dtype=bool)
+            )
         scores, masks = self._branch_scores(frame)
         probs = np.exp(fusion.predict_log_proba(self._fusion_inputs(scores), masks))
         has_image = masks.get("image", np.zeros(len(frame), dtype=bool))
-        return build_output(probs, self.classes_, has_image, frame.index)
+        return top_predictions(probs, self.classes_, has_image)
 
     # ------------------------------------------------------------------ persistence
 
@@ -764,32 +775,56 @@ def empty_output(index: pd.Index) -> pd.DataFrame:
     )
 
 
-def build_output(
-    probs: np.ndarray, classes: np.ndarray, has_image: np.ndarray, index: pd.Index | Sequence[Any]
-) -> pd.DataFrame:
-    """The prediction output contract from fused probabilities.
+@dataclass(frozen=True)
+class TopPredictions:
+    """The top-3 of each row: `codes` (n, 3) int64 (-1 when the model knows fewer classes),
+    `probs` (n, 3) float64 (0 for those), `has_image` (n,) bool (the image was used)."""
 
-    Columns: prdtypecode, category, confidence (= top-1 probability), top_k_code /
-    top_k_proba for k = 1..3 (code -1 and probability 0 when fewer classes), has_image.
-    """
+    codes: np.ndarray
+    probs: np.ndarray
+    has_image: np.ndarray
+
+
+def top_predictions(
+    probs: np.ndarray, classes: np.ndarray, has_image: np.ndarray
+) -> TopPredictions:
+    """The top-3 codes and probabilities of fused probabilities (n, n_classes)."""
     order = np.argsort(-probs, axis=1, kind="stable")
     rows = np.arange(len(probs))[:, None]
     top = order[:, :3]
-    top_probs = probs[rows, top]
+    top_probs = probs[rows, top].astype(np.float64)
     top_codes = classes[top].astype(np.int64)
     if top.shape[1] < 3:
         pad = 3 - top.shape[1]
         top_codes = np.pad(top_codes, ((0, 0), (0, pad)), constant_values=-1)
         top_probs = np.pad(top_probs, ((0, 0), (0, pad)), constant_values=0.0)
-    output = pd.DataFrame(index=pd.Index(index) if not isinstance(index, pd.Index) else index)
-    output["prdtypecode"] = top_codes[:, 0]
-    output["category"] = [category_name(code) for code in top_codes[:, 0]]
-    output["confidence"] = top_probs[:, 0].astype(np.float64)
+    return TopPredictions(top_codes, top_probs, np.asarray(has_image, dtype=bool))
+
+
+def build_output(top: TopPredictions, index: pd.Index | Sequence[Any]) -> pd.DataFrame:
+    """The prediction output contract of `top`.
+
+    Columns: prdtypecode, category, confidence (= top-1 probability), top_k_code /
+    top_k_proba for k = 1..3 (code -1 and probability 0 when fewer classes), has_image.
+    """
+    columns: dict[str, Any] = {
+        "prdtypecode": top.codes[:, 0],
+        "category": [category_name(code) for code in top.codes[:, 0]],
+        "confidence": top.probs[:, 0],
+    }
     for k in range(3):
-        output[f"top_{k + 1}_code"] = top_codes[:, k]
-        output[f"top_{k + 1}_proba"] = top_probs[:, k].astype(np.float64)
-    output["has_image"] = np.asarray(has_image, dtype=bool)
-    return output
+        columns[f"top_{k + 1}_code"] = top.codes[:, k]
+        columns[f"top_{k + 1}_proba"] = top.probs[:, k]
+    columns["has_image"] = top.has_image
+    return pd.DataFrame(columns, index=index if isinstance(index, pd.Index) else pd.Index(index))
 
 
-__all__ = ["OUTPUT_COLUMNS", "ProductClassifier", "build_output", "category_name", "empty_output"]
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "ProductClassifier",
+    "TopPredictions",
+    "build_output",
+    "category_name",
+    "empty_output",
+    "top_predictions",
+]

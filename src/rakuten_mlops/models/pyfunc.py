@@ -252,6 +252,16 @@ def load_pyfunc_model(uri_or_dir: str | Path) -> PyFuncModel:
     return model
 
 
+def native_classifier(model: object) -> ProductClassifier | None:
+    """The `ProductClassifier` inside a loaded pyfunc model of this project, else None."""
+    try:
+        wrapper = model.unwrap_python_model()  # type: ignore[attr-defined]
+    except (AttributeError, MlflowException):
+        return None
+    classifier = getattr(wrapper, "classifier", None)
+    return classifier if isinstance(classifier, ProductClassifier) else None
+
+
 def as_predict_fn(model: PyFuncModel) -> PredictFn:
     """The loaded model's `predict`, typed as model input -> output-contract DataFrame."""
 

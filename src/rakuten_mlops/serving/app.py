@@ -21,7 +21,7 @@ from rakuten_mlops.db import crud
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
-from rakuten_mlops.serving.api.main import api_router
+from rakuten_mlops.serving.api.main import include_api
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.console.routes import router as console_router
 from rakuten_mlops.serving.errors import add_exception_handlers
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = models
     app.state.background = set()
     add_exception_handlers(app)
-    app.include_router(api_router)
+    include_api(app)
     app.include_router(console_router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, batcher=batcher)
     return app
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     configure_service_logging(settings.log_level, settings.log_file)
-    if settings.num_threads > 0:
+    if settings.num_threads > 0 and not settings.model_process:  # else the model process's
         import torch
 
         torch.set_num_threads(settings.num_threads)
@@ -98,6 +98,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Drift and online-quality gauges on the same /metrics, read from the database lazily.
     monitoring = register_monitoring_metrics(engine, app.state.metrics.registry, settings)
     app.state.session_factory = session_factory
+    app.state.principals.watch(session_factory)  # user / key changes drop cached callers
     app.state.recorder = recorder
     app.state.predictor = predictor
     await asyncio.to_thread(start_security, app)  # first admin; refuses to start without one
@@ -118,6 +119,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
         await app.state.batcher.stop()
+        await asyncio.to_thread(app.state.models.close)  # model processes, after the last call
         await asyncio.to_thread(recorder.close)
         await stop_security(app)
         app.state.metrics.registry.unregister(monitoring)

@@ -18,12 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from rakuten_mlops.inference.model_io import (
-    ItemPrediction,
-    build_model_input,
-    check_model_output,
-    read_predictions,
-)
+from rakuten_mlops.inference.model_io import ItemPrediction
 from rakuten_mlops.serving.model_manager import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -185,14 +180,12 @@ class MicroBatcher:
 def _predict_items(
     model: LoadedModel, items: list[ModelItem]
 ) -> tuple[list[ItemPrediction], float]:
-    """One model call for `items` (runs in the model thread)."""
+    """One model call for `items` (runs in a model thread)."""
     with_bytes = any(item.image_bytes for item in items)
-    frame, notes = build_model_input(
+    t0 = time.perf_counter()
+    predictions = model.predict_products(
         [item.designation for item in items],
         [item.description for item in items],
-        image_bytes=[item.image_bytes for item in items] if with_bytes else None,
+        [item.image_bytes for item in items] if with_bytes else None,
     )
-    t0 = time.perf_counter()
-    output = model.predict(frame)
-    seconds = time.perf_counter() - t0
-    return read_predictions(check_model_output(output, len(items)), notes), seconds
+    return predictions, time.perf_counter() - t0

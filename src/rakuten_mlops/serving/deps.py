@@ -12,11 +12,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth_cache import PrincipalCache
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.model_manager import ModelManager
 from rakuten_mlops.serving.predictor import PredictionService
@@ -36,42 +38,64 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers=AUTHENTICATE)
 
 
-def get_current_principal(
+async def get_current_principal(
     request: Request,
     token: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
     """The caller of a bearer token or an API key; 401 without a valid one.
 
-    The user is read at each request: disabled users and revoked keys stop at once, and a
-    role change is in force at the next request.
+    The user is read from the database (in a worker thread, never on the event loop), then
+    kept a few seconds in the app's `PrincipalCache` (`RAKUTEN_AUTH_CACHE_S`): a change made
+    through this service is in force at the next request, one made elsewhere (the `users`
+    CLI, another replica) within those seconds.
     """
     if not token and not api_key:
         raise _unauthorized(
             "not authenticated: send `Authorization: Bearer <token>` (POST /token) or `X-API-Key`"
         )
-    settings: Settings = request.app.state.settings
-    with request.app.state.session_factory() as session:
+    credential = f"bearer:{token}" if token else f"key:{api_key}"
+    cache: PrincipalCache = request.app.state.principals
+    cached = cache.get(credential)
+    if cached is None:
         try:
-            if token:
-                principal = security.principal_from_token(session, settings, token)
-                request.state.rate_key = f"user:{principal.username}"
-            else:
-                principal, key = security.principal_from_api_key(session, str(api_key))
-                request.state.rate_key = f"key:{key.prefix}"
+            principal, rate_key, valid_until = await run_in_threadpool(
+                _authenticate, request, token, api_key
+            )
         except security.AuthError as exc:
             raise _unauthorized(str(exc)) from None
+        cache.put(credential, principal, rate_key, valid_until)
+    else:
+        principal, rate_key = cached.principal, cached.rate_key
+    request.state.rate_key = rate_key
     request.state.principal = principal
     return principal
+
+
+def _authenticate(
+    request: Request, token: str | None, api_key: str | None
+) -> tuple[Principal, str, float | None]:
+    """(principal, rate-limit key, the token's expiry) of a credential, from the database.
+
+    Raises:
+        AuthError: the credential is not valid.
+    """
+    settings: Settings = request.app.state.settings
+    with request.app.state.session_factory() as session:
+        if token:
+            principal, valid_until = security.authenticate_token(session, settings, token)
+            return principal, f"user:{principal.username}", valid_until
+        principal, key = security.principal_from_api_key(session, str(api_key))
+        return principal, f"key:{key.prefix}", None
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
 
 
-def require_role(*roles: Role) -> Callable[[Principal], Principal]:
+def require_role(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that lets through the given roles (and admin), 403 for the others."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.role != "admin" and principal.role not in roles:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
@@ -82,7 +106,7 @@ def require_role(*roles: Role) -> Callable[[Principal], Principal]:
     return check
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     """The settings the app was built with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -94,25 +118,25 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_models(request: Request) -> ModelManager:
+async def get_models(request: Request) -> ModelManager:
     """The models in service."""
     models: ModelManager = request.app.state.models
     return models
 
 
-def get_predictor(request: Request) -> PredictionService:
+async def get_predictor(request: Request) -> PredictionService:
     """The prediction service (variants, micro-batching, records, metrics)."""
     predictor: PredictionService = request.app.state.predictor
     return predictor
 
 
-def get_recorder(request: Request) -> PredictionRecorder:
+async def get_recorder(request: Request) -> PredictionRecorder:
     """The prediction record writer."""
     recorder: PredictionRecorder = request.app.state.recorder
     return recorder
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     """The app's Prometheus metrics."""
     metrics: ServiceMetrics = request.app.state.metrics
     return metrics

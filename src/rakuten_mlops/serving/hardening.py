@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth_cache import PrincipalCache
 from rakuten_mlops.serving.errors import error_body
 from rakuten_mlops.serving.inputs import BodySizeLimitMiddleware
 from rakuten_mlops.serving.ratelimit import make_limiter, parse_rate
@@ -55,6 +56,7 @@ def install_security(app: FastAPI, settings: Settings) -> Settings:
         "api": parse_rate(settings.rate_limit_api),
     }
     app.state.limiter = make_limiter(settings.redis_url)
+    app.state.principals = PrincipalCache(settings.auth_cache_s)
     app.state.metrics_server = None
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

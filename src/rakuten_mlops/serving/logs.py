@@ -19,6 +19,7 @@ from typing import Any
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _HANDLER_TAG = "_rakuten_service_handler"
+_FORMATTED = "_rakuten_json_line"
 # LogRecord attributes that are not user-supplied `extra` fields.
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {
     "message",
@@ -33,6 +34,14 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, message, request id, extras."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Every output (stdout, the file and its rollover check) formats the same record:
+        # the line is built once.
+        cached: str | None = record.__dict__.get(_FORMATTED)
+        if cached is None:
+            cached = record.__dict__[_FORMATTED] = self._format(record)
+        return cached
+
+    def _format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
                 timespec="milliseconds"
@@ -68,6 +77,14 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+class _InProcessQueueHandler(QueueHandler):
+    """Puts the record itself on the queue: the listener thread formats it (the base class
+    formats and copies it on the caller's thread, for queues that cross processes)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 class _Listener(QueueListener):
     """A queue listener whose thread is stopped at shutdown (every line written)."""
 
@@ -99,7 +116,7 @@ def configure_service_logging(level: str = "INFO", log_file: Path | None = None)
     for handler in outputs:
         handler.setFormatter(formatter)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    queue_handler = QueueHandler(records)
+    queue_handler = _InProcessQueueHandler(records)
     queue_handler.addFilter(_RequestIdFilter())
     setattr(queue_handler, _HANDLER_TAG, True)
     root.addHandler(queue_handler)

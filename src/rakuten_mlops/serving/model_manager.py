@@ -11,24 +11,34 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.errors import ModelError, RakutenError
-from rakuten_mlops.models.pyfunc import PredictFn
+from rakuten_mlops.inference.model_io import (
+    ItemPrediction,
+    ItemsFn,
+    build_model_input,
+    check_model_output,
+    items_predictor,
+    read_predictions,
+)
+from rakuten_mlops.serving.runner import ModelProcess
+
+if TYPE_CHECKING:  # the model's libraries load in the model process, not here
+    from rakuten_mlops.models.pyfunc import PredictFn
 
 logger = logging.getLogger(__name__)
 
 Variant = Literal["champion", "challenger"]
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)$")
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-_WARMUP = pd.DataFrame({"designation": ["warm up"], "description": [""]})
 
 
 class ModelNotReadyError(RakutenError):
@@ -37,7 +47,11 @@ class ModelNotReadyError(RakutenError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to predict, with what is known of where it comes from."""
+    """A model ready to predict, with what is known of where it comes from.
+
+    It predicts in this process (`predict_items`, else `predict`'s output DataFrame) or in
+    a model process of its own (`process`, see `serving.runner`).
+    """
 
     variant: Variant
     uri: str
@@ -46,8 +60,40 @@ class LoadedModel:
     alias: str | None
     run_id: str | None
     loaded_at: datetime
-    predict: PredictFn = field(repr=False, compare=False)
+    predict: PredictFn | None = field(default=None, repr=False, compare=False)
     metrics: dict[str, float] = field(default_factory=dict)
+    # The same predictions read straight from the model (`model_io.items_predictor`); None:
+    # through `predict`'s output DataFrame.
+    predict_items: ItemsFn | None = field(default=None, repr=False, compare=False)
+    process: ModelProcess | None = field(default=None, repr=False, compare=False)
+
+    def predict_products(
+        self,
+        designations: Sequence[str],
+        descriptions: Sequence[str],
+        images: Sequence[bytes | None] | None = None,
+    ) -> list[ItemPrediction]:
+        """The predictions of products' fields (one per product, in order).
+
+        Raises:
+            ModelError: the model failed or did not answer one prediction per product.
+        """
+        if self.process is not None:
+            return self.process.predict(designations, descriptions, images)
+        frame, notes = build_model_input(designations, descriptions, image_bytes=images)
+        return self.items(frame, notes)
+
+    def items(self, frame: pd.DataFrame, notes: Sequence[str]) -> list[ItemPrediction]:
+        """The predictions of the model input `frame` (one per row, in order), in process.
+
+        Raises:
+            ModelError: the model's output does not have one row per input row.
+        """
+        if self.predict_items is not None:
+            return self.predict_items(frame, notes)
+        if self.predict is None:
+            raise ModelError(f"{self.uri} predicts in its model process only")
+        return read_predictions(check_model_output(self.predict(frame), len(frame)), notes)
 
 
 @dataclass(frozen=True)
@@ -138,20 +184,36 @@ def resolve_source(uri: str, settings: Settings) -> ModelSource:
 
 
 def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
-    """Resolve, load and warm up one model.
+    """Resolve, load and warm up one model (in a model process of its own when
+    `RAKUTEN_MODEL_PROCESS` is on).
 
     Raises:
         ModelError: it cannot be found, loaded or does not predict.
     """
-    from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
-
     source = resolve_source(uri, settings)
-    pyfunc_model = load_pyfunc_model(source.load_uri)
-    predict = as_predict_fn(pyfunc_model)
-    try:
-        predict(_WARMUP)
-    except Exception as exc:  # a model that cannot predict must not replace a working one
-        raise ModelError(f"{uri} loaded but fails to predict: {type(exc).__name__}: {exc}") from exc
+    predict: PredictFn | None = None
+    predict_items: ItemsFn | None = None
+    process: ModelProcess | None = None
+    if settings.model_process:
+        import mlflow
+
+        process = ModelProcess(
+            source.load_uri,
+            tracking_uri=mlflow.get_tracking_uri() if source.version is not None else None,
+            num_threads=settings.model_threads,
+        )
+    else:
+        from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
+
+        pyfunc_model = load_pyfunc_model(source.load_uri)
+        predict = as_predict_fn(pyfunc_model)
+        predict_items = items_predictor(pyfunc_model)
+        try:
+            predict_items(*build_model_input(["warm up"], [""]))
+        except Exception as exc:  # a model that cannot predict must not replace a working one
+            raise ModelError(
+                f"{uri} loaded but fails to predict: {type(exc).__name__}: {exc}"
+            ) from exc
     return LoadedModel(
         variant=variant,
         uri=uri,
@@ -162,6 +224,8 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
         loaded_at=datetime.now(UTC),
         predict=predict,
         metrics=source.metrics,
+        predict_items=predict_items,
+        process=process,
     )
 
 
@@ -217,7 +281,9 @@ class ModelManager:
                 self._notify(False)
                 return self.status
             with self._swap_lock:
+                replaced = (self.champion, self.challenger)
                 self.champion, self.challenger = champion, challenger
+            self._retire(replaced)
             self.status = ReloadStatus(
                 state="succeeded",
                 started_at=started,
@@ -238,6 +304,25 @@ class ModelManager:
             return self.status
         finally:
             self._reload_lock.release()
+
+    def _retire(self, replaced: tuple[LoadedModel | None, ...]) -> None:
+        """Stop the processes of replaced models, `RAKUTEN_MODEL_RETIRE_S` later (requests
+        that took them before the swap finish on them)."""
+        in_service = {id(m.process) for m in (self.champion, self.challenger) if m is not None}
+        for process in {id(m.process): m.process for m in replaced if m is not None}.values():
+            if process is None or id(process) in in_service:
+                continue
+            timer = threading.Timer(self.settings.model_retire_s, process.close)
+            timer.daemon = True
+            timer.start()
+
+    def close(self) -> None:
+        """Stop every model process (at shutdown, after the last prediction)."""
+        with self._swap_lock:
+            models = (self.champion, self.challenger)
+        for model in models:
+            if model is not None and model.process is not None:
+                model.process.close(wait=True)
 
     def _load_all(self) -> tuple[LoadedModel, LoadedModel | None]:
         champion = load_model(self.settings.serve_model, "champion", self.settings)

@@ -173,13 +173,24 @@ def principal_from_token(session: Session, settings: Settings, token: str) -> Pr
     Raises:
         AuthError: the token is invalid, or its user is unknown, replaced or disabled.
     """
+    return authenticate_token(session, settings, token)[0]
+
+
+def authenticate_token(session: Session, settings: Settings, token: str) -> tuple[Principal, float]:
+    """The caller of a bearer token (see `principal_from_token`) and the token's expiry
+    (Unix time).
+
+    Raises:
+        AuthError: the token is invalid, or its user is unknown, replaced or disabled.
+    """
     claims = decode_access_token(settings, token)
     user = get_user(session, str(claims["sub"]))
     if user is None or user.id != claims.get("uid"):
         raise AuthError("invalid token")
     if user.disabled:
         raise AuthError("user disabled")
-    return Principal(user.username, _role(user.role))
+    expiry = claims["exp"]
+    return Principal(user.username, _role(user.role)), float(expiry)  # type: ignore[arg-type]
 
 
 # API keys --------------------------------------------------------------------------------
