@@ -105,6 +105,29 @@ def test_export_is_append_only_and_idempotent(
     assert latest["prdtypecode"] == 2220 and latest["batch"] == second.batch.name
 
 
+def test_a_recreated_database_is_exported_from_its_first_feedback(
+    records: ServiceRecords, reviewed: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Feedback ids restart at 1 in a new database: its rows are not taken for the old
+    database's, already exported (nothing accepted is lost)."""
+    out = tmp_path / "feedback"
+    for _, product in reviewed.iloc[:4].iterrows():
+        records.add_feedback(records.add_prediction(product.to_dict()), int(product.prdtypecode))
+    assert export_feedback(records.url, out).last_feedback_id == 4
+    fresh = ServiceRecords(tmp_path / "recreated.db")
+    try:
+        for _, product in reviewed.iloc[4:6].iterrows():
+            fresh.add_feedback(fresh.add_prediction(product.to_dict()), int(product.prdtypecode))
+        second = export_feedback(fresh.url, out)
+        assert second.batch is not None and second.rows == 2 and second.last_feedback_id == 2
+        assert export_feedback(fresh.url, out).batch is None  # and then only what is new
+    finally:
+        fresh.close()
+    assert len(load_feedback_layer(out)) == 6
+    manifests = [json.loads((b / "manifest.json").read_text()) for b in list_batches(out)]
+    assert len({m["source"] for m in manifests}) == 2
+
+
 def test_export_trusts_only_reviewers_and_admins_of_the_users_table(
     records: ServiceRecords, reviewed: pd.DataFrame, tmp_path: Path
 ) -> None:

@@ -213,7 +213,17 @@ def export_feedback(
     """
     feedback_dir = Path(feedback_dir)
     previous = list_batches(feedback_dir)
-    watermark = max((_read_manifest(b).get("last_feedback_id", 0) for b in previous), default=0)
+    source = feedback_source(database_url)
+    # Feedback ids are the database's: a recreated database numbers from 1 again, so only
+    # the batches of this database (or of before sources were recorded) set the watermark.
+    watermark = max(
+        (
+            manifest.get("last_feedback_id", 0)
+            for manifest in map(_read_manifest, previous)
+            if manifest.get("source") in (None, source)
+        ),
+        default=0,
+    )
     feedback_dir.mkdir(parents=True, exist_ok=True)
     rows, role_filter = read_reviewed_feedback(database_url, after_id=watermark, roles=roles)
     read = len(rows)
@@ -243,6 +253,7 @@ def export_feedback(
         manifest = {
             "created_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
             "database": redact_url(database_url),
+            "source": source,
             "first_feedback_id": int(rows["feedback_id"].min()),
             "last_feedback_id": last_id,
             "feedback_rows_read": read,
@@ -273,6 +284,59 @@ def export_feedback(
     )
 
 
+def feedback_source(database_url: str) -> str | None:
+    """Which database the feedback comes from: the prediction id and time of its first
+    feedback row (None without feedback). A recreated database numbers its feedback from 1
+    again; this tells its batches from the old database's.
+
+    Raises:
+        DataError: the database cannot be opened or read.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = _service_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            if "feedback" not in sa.inspect(conn).get_table_names():
+                return None
+            feedback = sa.Table("feedback", sa.MetaData(), autoload_with=conn)
+            first = conn.execute(
+                sa.select(feedback.c.prediction_id, feedback.c.created_at)
+                .order_by(feedback.c.id)
+                .limit(1)
+            ).first()
+    except SQLAlchemyError as exc:
+        raise DataError(
+            f"cannot read the service database {redact_url(database_url)}: {exc}"
+        ) from exc
+    finally:
+        engine.dispose()
+    return None if first is None else f"{first.prediction_id}@{first.created_at}"
+
+
+def _service_engine(database_url: str) -> Any:
+    """An engine on the service database (which must exist when it is a SQLite file).
+
+    Raises:
+        DataError: the file is missing or the URL is invalid.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from rakuten_mlops.db.session import make_engine
+
+    path = sqlite_path(database_url)
+    if path is not None and not path.is_file():
+        raise DataError(
+            f"service database not found: {path} (RAKUTEN_DATABASE_URL); "
+            "start the service or run `rakuten-mlops db upgrade` first"
+        )
+    try:
+        return make_engine(database_url)
+    except (RakutenError, SQLAlchemyError, ValueError) as exc:
+        raise DataError(f"invalid RAKUTEN_DATABASE_URL {redact_url(database_url)}: {exc}") from exc
+
+
 def read_reviewed_feedback(
     database_url: str, *, after_id: int = 0, roles: Sequence[str] = REVIEWER_ROLES
 ) -> tuple[pd.DataFrame, str]:
@@ -294,18 +358,7 @@ def read_reviewed_feedback(
     import sqlalchemy as sa
     from sqlalchemy.exc import SQLAlchemyError
 
-    path = sqlite_path(database_url)
-    if path is not None and not path.is_file():
-        raise DataError(
-            f"service database not found: {path} (RAKUTEN_DATABASE_URL); "
-            "start the service or run `rakuten-mlops db upgrade` first"
-        )
-    from rakuten_mlops.db.session import make_engine
-
-    try:
-        engine = make_engine(database_url)
-    except (RakutenError, SQLAlchemyError, ValueError) as exc:
-        raise DataError(f"invalid RAKUTEN_DATABASE_URL {redact_url(database_url)}: {exc}") from exc
+    engine = _service_engine(database_url)
     try:
         with engine.connect() as conn:
             metadata = sa.MetaData()
