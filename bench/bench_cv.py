@@ -4,19 +4,22 @@ One 1,412-row test slice cannot see a 1-point difference (its noise is about +-1
 This benchmark scores every variant on the same K folds of the whole labelled sample
 (stratified by class, grouped by normalised text so a duplicate never scores itself),
 R times with other shuffles, and reports weighted F1 on the `full` rows (text_origin.csv)
-as mean +- standard deviation over the K x R folds, plus the paired difference with
-today's default (same folds: much less noisy than either score).
+as mean +- standard deviation over the K x R folds, plus the paired differences with the
+previous default and with the default of `--params` (same folds: much less noisy than
+either score).
 
 Inside each fold the training part is split like the product splits its data (val =
 15 / 80 of it, `prepare.assign_splits`, grouped by text), and:
 
 * the reference (TF-IDF word 1-2-grams + LinearSVC) trains on the whole training part;
-* the branches train on train, the temperatures and fusions are fit on val: today's
-  default (`fusion.refit: false`), each branch alone, and other branch sets, whose fusions
-  are fit on the same val scores (no extra training);
-* `ProductClassifier.refit` then retrains every branch on train + val, keeping the fusion:
-  the new default (`fusion.refit: true`), exactly what `fit` does; the branch sets are
-  scored again with the refit branches.
+* every branch trains on train, the neural text branch included even when the default
+  leaves it out, the temperatures and fusions are fit on val: the previous default
+  (sparse + neural text + image, `fusion.refit: false`), each branch alone, and the other
+  branch sets, whose fusions are fit on the same val scores (no extra training);
+* `ProductClassifier.refit` then retrains every branch on train + val, keeping the fusion;
+  the branch sets are scored again with the refit branches. The default of `--params` is
+  its branch set (`enabled` flags) refit, predicted by `ProductClassifier` itself with the
+  other branches removed, exactly what `fit` with those params gives.
 
 So each fold trains each branch twice (holdout, refit) and the reference once; images are
 decoded once for all folds (the image cache).
@@ -28,6 +31,7 @@ decoded once for all folds (the image cache).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -49,17 +53,23 @@ from rakuten_mlops.data.prepare import assign_splits, load_split, prepare_datase
 from rakuten_mlops.evaluation.metrics import compute_calibration, compute_classification_metrics
 from rakuten_mlops.features.text import normalize_for_dedup
 from rakuten_mlops.models.fusion import LogLinearFusion
+from rakuten_mlops.models.params import parse_model_params
 from rakuten_mlops.models.pipeline import ProductClassifier, _clean_column, _stack_images
 
 BENCH_DIR = Path(__file__).resolve().parent
 SPLITS = ("train", "val", "test", "unseen")
 # Branch sets fused on val (the image joins a set only where a product has an image).
+# A set of one text branch differs from that branch alone by the fusion's class biases.
 BRANCH_SETS: dict[str, tuple[str, ...]] = {
+    "sparse (fused)": ("sparse",),
     "sparse + image": ("sparse", "image"),
     "text_nn + image": ("text_nn", "image"),
     "sparse + text_nn (no image)": ("sparse", "text_nn"),
     "sparse + text_nn + image": ("sparse", "text_nn", "image"),
 }
+# The paired differences are taken against these two rows.
+PREVIOUS = "PREVIOUS DEFAULT (holdout)"
+DEFAULT = "DEFAULT (refit)"
 
 sys.path.insert(0, str(BENCH_DIR))
 from bench_classifier import train_reference  # noqa: E402
@@ -159,6 +169,41 @@ def predict_branch_set(
     return np.exp(fusion.predict_log_proba(inputs, kept))
 
 
+def default_branch_set(model_params: dict[str, Any]) -> tuple[str, ...]:
+    """The branches that `fit` trains with these params (`enabled` flags)."""
+    parsed = parse_model_params(model_params)
+    flags = {
+        "sparse": parsed.sparse.enabled,
+        "text_nn": parsed.text_nn.enabled,
+        "image": parsed.image.enabled,
+    }
+    return tuple(name for name, enabled in flags.items() if enabled)
+
+
+def previous_default_params(model_params: dict[str, Any]) -> dict[str, Any]:
+    """Same hyperparameters, every branch as the previous default: sparse + text_nn + image
+    (the image unless `--no-image` disabled it), branches trained on train only."""
+    return {
+        **model_params,
+        "sparse": {**(model_params.get("sparse") or {}), "enabled": True},
+        "text_nn": {**(model_params.get("text_nn") or {}), "enabled": True},
+        "fusion": {**(model_params.get("fusion") or {}), "refit": False},
+    }
+
+
+def without_branches(
+    clf: ProductClassifier, names: tuple[str, ...], fusion: LogLinearFusion
+) -> ProductClassifier:
+    """A shallow copy of `clf` that has only the branches `names`, fused by `fusion`."""
+    model = copy.copy(clf)
+    for name in ("sparse", "text_nn", "image"):
+        if name not in names:
+            setattr(model, name, None)
+    model.temperatures = {k: v for k, v in clf.temperatures.items() if k in names}
+    model.fusion = fusion
+    return model
+
+
 def run_fold(
     frame: pd.DataFrame,
     keys: pd.Series,
@@ -171,7 +216,10 @@ def run_fold(
     progress: bool,
     throughput: bool,
 ) -> dict[str, Any]:
-    """Every variant trained on `fit_rows` and scored on `test_rows`."""
+    """Every variant trained on `fit_rows` and scored on `test_rows`.
+
+    `model_params` is the product's `model:` section: its branch set is the default.
+    """
     fit_part, test = frame.iloc[fit_rows], frame.iloc[test_rows]
     inner = assign_splits(keys.iloc[fit_rows], fit_part["prdtypecode"], {"val": val_fraction}, seed)
     train, val = fit_part[inner.eq("train").to_numpy()], fit_part[inner.eq("val").to_numpy()]
@@ -192,8 +240,10 @@ def run_fold(
     scores["reference"] = f1_scores(y_test, predicted, full)
     out["fit_s"]["reference"] = seconds
 
-    holdout = {**model_params, "fusion": {**model_params.get("fusion", {}), "refit": False}}
-    clf = ProductClassifier(holdout, seed=seed).fit(train, val, progress=progress)
+    default_names = default_branch_set(model_params)
+    out["default_branches"] = list(default_names)
+    clf = ProductClassifier(previous_default_params(model_params), seed=seed)
+    clf.fit(train, val, progress=progress)
     classes = clf.classes_
     y_val = np.searchsorted(classes, val["prdtypecode"].to_numpy(dtype=np.int64))
     val_scores, val_masks, _ = timed_branch_scores(clf, val)
@@ -202,6 +252,8 @@ def run_fold(
         for label, names in BRANCH_SETS.items()
         if all(name in val_scores for name in names)
     }
+    default_names = tuple(name for name in default_names if name in val_scores)
+    default_fusion = fit_branch_set(clf, default_names, val_scores, val_masks, y_val)
 
     for stage in ("holdout", "refit"):
         if stage == "refit":
@@ -224,39 +276,59 @@ def run_fold(
             probs = predict_branch_set(clf, fusion, names, test_scores, test_masks)
             pred = classes[probs.argmax(axis=1)]
             scores[f"{label}, {stage}"] = f1_scores(y_test, pred, full)
+        # The products themselves: the previous default is `clf` before the refit, the
+        # default is `clf` refit, less the branches its params leave out.
+        product = (
+            clf if stage == "holdout" else without_branches(clf, default_names, default_fusion)
+        )
         tick = time.perf_counter()
-        probs = clf.predict_proba(test)
+        probs = product.predict_proba(test)
         product_s = time.perf_counter() - tick
         pred = classes[probs.argmax(axis=1)]
-        label = "DEFAULT today (holdout)" if stage == "holdout" else "NEW DEFAULT (refit)"
+        label = PREVIOUS if stage == "holdout" else DEFAULT
         scores[label] = f1_scores(y_test, pred, full)
         scores[label]["ece"] = compute_calibration(probs.max(axis=1), pred == y_test).ece
         out["predict_s"][stage]["product_with_images"] = product_s / len(test) * 1000
-        if throughput and stage == "refit":
+        if throughput:
             text_only = test.assign(image_path="")
-            clf.predict(text_only.head(50))
+            product.predict(text_only.head(50))
             tick = time.perf_counter()
-            clf.predict(text_only)
-            out["text_only_products_per_s"] = len(test) / (time.perf_counter() - tick)
+            product.predict(text_only)
+            out.setdefault("text_only_products_per_s", {})[stage] = len(test) / (
+                time.perf_counter() - tick
+            )
     out["fit_s"].update(clf.timings)
+    # What the default costs to train: its branches, twice (holdout + refit), and the fusion.
+    out["fit_s"]["default (total)"] = sum(
+        clf.timings.get(f"{stage}/{name}", 0.0)
+        for stage in ("fit", "refit")
+        for name in (*default_names, "image_decode")
+    ) + clf.timings.get("fit/fusion", 0.0)
     return out
 
 
+def _std(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(folds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation over folds, and the paired difference with today's default."""
-    baseline = [f["scores"]["DEFAULT today (holdout)"]["wf1_full"] for f in folds]
+    """Mean and standard deviation over folds, and the paired differences on full rows with
+    the previous default (`diff_full_*`) and with the default (`diff_default_full_*`)."""
+    previous = np.array([f["scores"][PREVIOUS]["wf1_full"] for f in folds])
+    default = np.array([f["scores"][DEFAULT]["wf1_full"] for f in folds])
     table: dict[str, dict[str, float]] = {}
     for name in folds[0]["scores"]:
         full = np.array([f["scores"][name]["wf1_full"] for f in folds])
         every = np.array([f["scores"][name]["wf1_all"] for f in folds])
-        diff = full - np.array(baseline)
         table[name] = {
             "wf1_full_mean": float(full.mean()),
-            "wf1_full_std": float(full.std(ddof=1)) if len(full) > 1 else 0.0,
+            "wf1_full_std": _std(full),
             "wf1_all_mean": float(every.mean()),
-            "wf1_all_std": float(every.std(ddof=1)) if len(every) > 1 else 0.0,
-            "diff_full_mean": float(diff.mean()),
-            "diff_full_std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+            "wf1_all_std": _std(every),
+            "diff_full_mean": float((full - previous).mean()),
+            "diff_full_std": _std(full - previous),
+            "diff_default_full_mean": float((full - default).mean()),
+            "diff_default_full_std": _std(full - default),
         }
     return table
 
@@ -264,13 +336,22 @@ def summarize(folds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def print_table(table: dict[str, dict[str, float]], folds: list[dict[str, Any]]) -> None:
     """The cross-validated scores and the costs, side by side."""
     n = len(folds)
-    print(f"\nweighted F1 over {n} folds (mean +- std); diff = paired, vs today's default")
-    print(f"{'model':<44} {'wF1 full rows':>16} {'wF1 all rows':>16} {'diff full (pts)':>16}")
+    branches = " + ".join(folds[0].get("default_branches", []))
+    print(
+        f"\nweighted F1 over {n} folds (mean +- std); paired differences on full rows, in "
+        f"points, vs the previous default (sparse + text_nn, holdout) and vs the default "
+        f"({branches}, refit)"
+    )
+    print(
+        f"{'model':<44} {'wF1 full rows':>16} {'wF1 all rows':>16} {'vs previous':>16} "
+        f"{'vs default':>16}"
+    )
     for name, row in table.items():
         print(
             f"{name:<44} {row['wf1_full_mean']:>8.4f} +-{row['wf1_full_std']:.4f} "
             f"{row['wf1_all_mean']:>8.4f} +-{row['wf1_all_std']:.4f} "
-            f"{100 * row['diff_full_mean']:>+8.2f} +-{100 * row['diff_full_std']:.2f}"
+            f"{100 * row['diff_full_mean']:>+8.2f} +-{100 * row['diff_full_std']:.2f} "
+            f"{100 * row['diff_default_full_mean']:>+8.2f} +-{100 * row['diff_default_full_std']:.2f}"
         )
     fit_keys = sorted({k for f in folds for k in f["fit_s"]})
     print("\ntraining time per fold, mean seconds (fit/* on train, refit/* on train + val):")
@@ -285,8 +366,12 @@ def print_table(table: dict[str, dict[str, float]], folds: list[dict[str, Any]])
         )
         print(f"  {stage}: {cells}")
     speeds = [f["text_only_products_per_s"] for f in folds if "text_only_products_per_s" in f]
-    if speeds:
-        print(f"text-only batch prediction, new default: {np.mean(speeds):,.0f} products/s")
+    if speeds and isinstance(speeds[0], dict):
+        print(
+            "text-only batch prediction: "
+            f"previous default {np.mean([s['holdout'] for s in speeds]):,.0f} products/s, "
+            f"default {np.mean([s['refit'] for s in speeds]):,.0f} products/s"
+        )
     print(f"peak RSS {peak_rss_mb():,.0f} MB")
 
 
@@ -383,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             s = result["scores"]
             print(
                 f"repeat {repeat} fold {fold}: {result['seconds']:.0f}s | reference "
-                f"{s['reference']['wf1_full']:.4f} | today {s['DEFAULT today (holdout)']['wf1_full']:.4f}"
-                f" | new {s['NEW DEFAULT (refit)']['wf1_full']:.4f} (full rows)",
+                f"{s['reference']['wf1_full']:.4f} | previous {s[PREVIOUS]['wf1_full']:.4f}"
+                f" | default {s[DEFAULT]['wf1_full']:.4f} (full rows)",
                 flush=True,
             )
             out_path.write_text(

@@ -33,6 +33,7 @@ GOOD_MODEL = tiny_model_params(epochs=2)
 WORSE_MODEL = {
     "sparse": {"enabled": False},
     "text_nn": {
+        "enabled": True,
         "embedding_dim": 2,
         "hidden_dim": 2,
         "hash_buckets": 64,

@@ -578,18 +578,17 @@ class ProductClassifier:
         """Per-branch calibrated probabilities and the fused ones.
 
         Returns:
-            `sparse`, `text_nn`, `image` (NaN rows where no usable image; NaN everywhere
-            when the branch is not part of the model), `transformer` only when the model
-            has that optional branch, `fused`: arrays (n, n_classes).
+            `sparse`, `image` (NaN rows where no usable image; NaN everywhere when the
+            branch is not part of the model), `text_nn` and `transformer` only when the
+            model has these optional branches, `fused`: arrays (n, n_classes).
         """
         fusion = self._check_fitted()
         scores, masks = self._branch_scores(frame)
         result: dict[str, np.ndarray] = {}
-        # The optional transformer is reported only when fitted: a column of NaN in every
-        # default evaluation would only add a meaningless `transformer_coverage` metric.
-        names = ["sparse", "text_nn", "image"]
-        if "transformer" in scores:
-            names.insert(2, "transformer")
+        # The optional branches are reported only when fitted: a column of NaN in every
+        # default evaluation would only add a meaningless `<branch>_coverage` metric.
+        names = ["sparse", *(name for name in ("text_nn", "transformer") if name in scores)]
+        names.append("image")
         for name in names:
             if name not in scores:
                 result[name] = np.full((len(frame), len(self.classes_)), np.nan)
