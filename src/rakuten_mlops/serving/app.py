@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -106,6 +107,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         predictor.restore_online_accuracy(crud.latest_feedback_outcomes(session))
     recorder.start()
     app.state.batcher.start()
+    # What start-up made (modules, settings, the app) lives as long as the process: out of
+    # the garbage collector's sight, a full collection no longer pauses every request in
+    # flight for tens of milliseconds.
+    gc.collect()
+    gc.freeze()
     start_reload(app)
     poller = None
     if settings.reload_poll_s > 0:

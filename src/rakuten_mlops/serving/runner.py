@@ -15,6 +15,7 @@ model process that dies (killed, out of memory) is started again and the call re
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import signal
@@ -40,6 +41,8 @@ def _serve(conn: Connection, load_uri: str, tracking_uri: str | None, num_thread
     except Exception as exc:  # sent to the service, which keeps its models
         conn.send(("error", str(exc) if isinstance(exc, ModelError) else _describe(exc)))
         return
+    gc.collect()
+    gc.freeze()  # the loaded model stays: full collections skip it (no pause per batch)
     conn.send(("ready", None))
     while True:
         try:
