@@ -38,7 +38,8 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -293,33 +294,25 @@ def feedback_source(database_url: str) -> str | None:
         DataError: the database cannot be opened or read.
     """
     import sqlalchemy as sa
-    from sqlalchemy.exc import SQLAlchemyError
 
-    engine = _service_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            if "feedback" not in sa.inspect(conn).get_table_names():
-                return None
-            feedback = sa.Table("feedback", sa.MetaData(), autoload_with=conn)
-            first = conn.execute(
-                sa.select(feedback.c.prediction_id, feedback.c.created_at)
-                .order_by(feedback.c.id)
-                .limit(1)
-            ).first()
-    except SQLAlchemyError as exc:
-        raise DataError(
-            f"cannot read the service database {redact_url(database_url)}: {exc}"
-        ) from exc
-    finally:
-        engine.dispose()
+    with _service_connection(database_url) as conn:
+        if "feedback" not in sa.inspect(conn).get_table_names():
+            return None
+        feedback = sa.Table("feedback", sa.MetaData(), autoload_with=conn)
+        first = conn.execute(
+            sa.select(feedback.c.prediction_id, feedback.c.created_at)
+            .order_by(feedback.c.id)
+            .limit(1)
+        ).first()
     return None if first is None else f"{first.prediction_id}@{first.created_at}"
 
 
-def _service_engine(database_url: str) -> Any:
-    """An engine on the service database (which must exist when it is a SQLite file).
+@contextmanager
+def _service_connection(database_url: str) -> Iterator[Any]:
+    """A connection to the service database (which must exist when it is a SQLite file).
 
     Raises:
-        DataError: the file is missing or the URL is invalid.
+        DataError: the file is missing, the URL is invalid, or the database cannot be read.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -332,9 +325,18 @@ def _service_engine(database_url: str) -> Any:
             "start the service or run `rakuten-mlops db upgrade` first"
         )
     try:
-        return make_engine(database_url)
+        engine = make_engine(database_url)
     except (RakutenError, SQLAlchemyError, ValueError) as exc:
         raise DataError(f"invalid RAKUTEN_DATABASE_URL {redact_url(database_url)}: {exc}") from exc
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise DataError(
+            f"cannot read the service database {redact_url(database_url)}: {exc}"
+        ) from exc
+    finally:
+        engine.dispose()
 
 
 def read_reviewed_feedback(
@@ -356,66 +358,57 @@ def read_reviewed_feedback(
         DataError: the database cannot be opened or lacks `predictions` / `feedback`.
     """
     import sqlalchemy as sa
-    from sqlalchemy.exc import SQLAlchemyError
 
-    engine = _service_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            metadata = sa.MetaData()
-            names = set(sa.inspect(conn).get_table_names())
-            missing = {"predictions", "feedback"} - names
-            if missing:
-                raise DataError(
-                    f"{redact_url(database_url)}: no {', '.join(sorted(missing))} table; "
-                    "run `rakuten-mlops db upgrade` (the service creates them)"
+    with _service_connection(database_url) as conn:
+        metadata = sa.MetaData()
+        names = set(sa.inspect(conn).get_table_names())
+        missing = {"predictions", "feedback"} - names
+        if missing:
+            raise DataError(
+                f"{redact_url(database_url)}: no {', '.join(sorted(missing))} table; "
+                "run `rakuten-mlops db upgrade` (the service creates them)"
+            )
+        predictions = sa.Table("predictions", metadata, autoload_with=conn)
+        feedback = sa.Table("feedback", metadata, autoload_with=conn)
+        p, f = predictions.c, feedback.c
+        columns = [
+            f.id.label("feedback_id"),
+            f.created_at.label("feedback_at"),
+            f.prediction_id.label("prediction_id"),
+            f.prdtypecode.label("prdtypecode"),
+            p.designation.label("designation"),
+            p.description.label("description"),
+            p.productid.label("productid"),
+            p.imageid.label("imageid"),
+            (p.image_path if "image_path" in p else sa.null()).label("image_path"),
+        ]
+        query = (
+            sa.select(*columns)
+            .select_from(feedback.join(predictions, f.prediction_id == p.id))
+            .where(f.id > after_id)
+            .order_by(f.id)
+        )
+        if "undone_at" in f:
+            query = query.where(f.undone_at.is_(None))
+        rule = (
+            "no `users` table in the service database: every feedback row is accepted "
+            "(before the security migration every caller is the built-in admin)"
+        )
+        trusted: Any = sa.true()
+        if "users" in names and "username" in f:
+            users = sa.Table("users", metadata, autoload_with=conn)
+            if "username" in users.c and "role" in users.c:
+                # Outer join: feedback of unknown users is read, then counted as dropped.
+                query = query.outerjoin(users, users.c.username == f.username)
+                trusted = sa.func.coalesce(users.c.role.in_(list(roles)), sa.false())
+                rule = (
+                    f"only users with role {' or '.join(roles)} (from the `users` table; "
+                    "unknown usernames are not trusted, disabled reviewers still are)"
                 )
-            predictions = sa.Table("predictions", metadata, autoload_with=conn)
-            feedback = sa.Table("feedback", metadata, autoload_with=conn)
-            p, f = predictions.c, feedback.c
-            columns = [
-                f.id.label("feedback_id"),
-                f.created_at.label("feedback_at"),
-                f.prediction_id.label("prediction_id"),
-                f.prdtypecode.label("prdtypecode"),
-                p.designation.label("designation"),
-                p.description.label("description"),
-                p.productid.label("productid"),
-                p.imageid.label("imageid"),
-                (p.image_path if "image_path" in p else sa.null()).label("image_path"),
-            ]
-            query = (
-                sa.select(*columns)
-                .select_from(feedback.join(predictions, f.prediction_id == p.id))
-                .where(f.id > after_id)
-                .order_by(f.id)
-            )
-            if "undone_at" in f:
-                query = query.where(f.undone_at.is_(None))
-            rule = (
-                "no `users` table in the service database: every feedback row is accepted "
-                "(before the security migration every caller is the built-in admin)"
-            )
-            trusted: Any = sa.true()
-            if "users" in names and "username" in f:
-                users = sa.Table("users", metadata, autoload_with=conn)
-                if "username" in users.c and "role" in users.c:
-                    # Outer join: feedback of unknown users is read, then counted as dropped.
-                    query = query.outerjoin(users, users.c.username == f.username)
-                    trusted = sa.func.coalesce(users.c.role.in_(list(roles)), sa.false())
-                    rule = (
-                        f"only users with role {' or '.join(roles)} (from the `users` table; "
-                        "unknown usernames are not trusted, disabled reviewers still are)"
-                    )
-            elif "users" in names:
-                rule = "`feedback` has no `username` column: every feedback row is accepted"
-            query = query.add_columns(trusted.label("trusted"))
-            frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=_EXPORT_COLUMNS)
-    except SQLAlchemyError as exc:
-        raise DataError(
-            f"cannot read the service database {redact_url(database_url)}: {exc}"
-        ) from exc
-    finally:
-        engine.dispose()
+        elif "users" in names:
+            rule = "`feedback` has no `username` column: every feedback row is accepted"
+        query = query.add_columns(trusted.label("trusted"))
+        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=_EXPORT_COLUMNS)
     return frame, rule
 
 
