@@ -193,9 +193,33 @@ def items_predictor(model: object) -> ItemsFn:
             return items_from_top(top.codes, top.probs, top.has_image, notes)
 
         return from_classifier
-    predict = as_predict_fn(model)  # type: ignore[arg-type]
+    return items_from_output(as_predict_fn(model))  # type: ignore[arg-type]
+
+
+def items_from_output(predict: Callable[[pd.DataFrame], pd.DataFrame]) -> ItemsFn:
+    """`(model input, notes) -> ItemPrediction`s through `predict`'s output DataFrame."""
 
     def from_output(frame: pd.DataFrame, notes: Sequence[str]) -> list[ItemPrediction]:
         return read_predictions(check_model_output(predict(frame), len(frame)), notes)
 
     return from_output
+
+
+def load_items_predictor(uri: str, name: str | None = None) -> ItemsFn:
+    """Load the pyfunc model at `uri` and return its reader (`items_predictor`), after one
+    prediction: a model that cannot predict must not replace a working one.
+
+    Raises:
+        ModelError: the model cannot be loaded or does not predict (`name`, default `uri`,
+            names it in the message).
+    """
+    from rakuten_mlops.models.pyfunc import load_pyfunc_model
+
+    predict_items = items_predictor(load_pyfunc_model(uri))
+    try:
+        predict_items(*build_model_input(["warm up"], [""]))
+    except Exception as exc:
+        raise ModelError(
+            f"{name or uri} loaded but fails to predict: {type(exc).__name__}: {exc}"
+        ) from exc
+    return predict_items

@@ -25,9 +25,8 @@ from rakuten_mlops.inference.model_io import (
     ItemPrediction,
     ItemsFn,
     build_model_input,
-    check_model_output,
-    items_predictor,
-    read_predictions,
+    items_from_output,
+    load_items_predictor,
 )
 from rakuten_mlops.serving.runner import ModelProcess
 
@@ -93,7 +92,7 @@ class LoadedModel:
             return self.predict_items(frame, notes)
         if self.predict is None:
             raise ModelError(f"{self.uri} predicts in its model process only")
-        return read_predictions(check_model_output(self.predict(frame), len(frame)), notes)
+        return items_from_output(self.predict)(frame, notes)
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,6 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
         ModelError: it cannot be found, loaded or does not predict.
     """
     source = resolve_source(uri, settings)
-    predict: PredictFn | None = None
     predict_items: ItemsFn | None = None
     process: ModelProcess | None = None
     if settings.model_process:
@@ -203,17 +201,7 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
             num_threads=settings.model_threads,
         )
     else:
-        from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
-
-        pyfunc_model = load_pyfunc_model(source.load_uri)
-        predict = as_predict_fn(pyfunc_model)
-        predict_items = items_predictor(pyfunc_model)
-        try:
-            predict_items(*build_model_input(["warm up"], [""]))
-        except Exception as exc:  # a model that cannot predict must not replace a working one
-            raise ModelError(
-                f"{uri} loaded but fails to predict: {type(exc).__name__}: {exc}"
-            ) from exc
+        predict_items = load_items_predictor(source.load_uri, name=uri)
     return LoadedModel(
         variant=variant,
         uri=uri,
@@ -222,7 +210,6 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
         alias=source.alias,
         run_id=source.run_id,
         loaded_at=datetime.now(UTC),
-        predict=predict,
         metrics=source.metrics,
         predict_items=predict_items,
         process=process,
@@ -322,7 +309,7 @@ class ModelManager:
             models = (self.champion, self.challenger)
         for model in models:
             if model is not None and model.process is not None:
-                model.process.close(wait=True)
+                model.process.close()
 
     def _load_all(self) -> tuple[LoadedModel, LoadedModel | None]:
         champion = load_model(self.settings.serve_model, "champion", self.settings)

@@ -25,7 +25,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.inference.model_io import ItemPrediction, build_model_input
+from rakuten_mlops.inference.model_io import (
+    ItemPrediction,
+    ItemsFn,
+    build_model_input,
+    load_items_predictor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ def _serve(conn: Connection, load_uri: str, tracking_uri: str | None, num_thread
     try:
         predict_items = _load(load_uri, tracking_uri, num_threads)
     except Exception as exc:  # sent to the service, which keeps its models
-        conn.send(("error", str(exc) if isinstance(exc, ModelError) else _describe(exc)))
+        conn.send(("error", _describe(exc)))
         return
     gc.collect()
     gc.freeze()  # the loaded model stays: full collections skip it (no pause per batch)
@@ -62,9 +67,8 @@ def _serve(conn: Connection, load_uri: str, tracking_uri: str | None, num_thread
             return
 
 
-def _load(load_uri: str, tracking_uri: str | None, num_threads: int) -> Any:
-    """In the model process: the loaded model's reader, after one prediction (a model that
-    cannot predict must not replace a working one).
+def _load(load_uri: str, tracking_uri: str | None, num_threads: int) -> ItemsFn:
+    """In the model process: the threads, the registry, then the loaded model's reader.
 
     Raises:
         ModelError: the model cannot be loaded or does not predict.
@@ -80,15 +84,7 @@ def _load(load_uri: str, tracking_uri: str | None, num_threads: int) -> Any:
 
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-    from rakuten_mlops.inference.model_io import items_predictor
-    from rakuten_mlops.models.pyfunc import load_pyfunc_model
-
-    predict_items = items_predictor(load_pyfunc_model(load_uri))
-    try:
-        predict_items(*build_model_input(["warm up"], [""]))
-    except Exception as exc:
-        raise ModelError(f"{load_uri} loaded but fails to predict: {_describe(exc)}") from None
-    return predict_items
+    return load_items_predictor(load_uri)
 
 
 def _describe(exc: BaseException) -> str:
@@ -189,9 +185,8 @@ class ModelProcess:
         """The model process's PID."""
         return self._process.pid
 
-    def close(self, wait: bool = False) -> None:
-        """Stop the process once the call in progress is done (`wait` is accepted for
-        symmetry with executors: the stop is always waited for, a few seconds at most)."""
+    def close(self) -> None:
+        """Stop the process once the call in progress is done (waits a few seconds at most)."""
         with self._lock:
             if self._closed:
                 return
