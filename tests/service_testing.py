@@ -7,11 +7,15 @@ on a temporary database, ready TestClients, real `serve` processes, PostgreSQL d
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,3 +202,40 @@ def run_as_postgres(*command: str) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL client command as the `postgres` OS user (from root or postgres)."""
     prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     return subprocess.run([*prefix, *command], capture_output=True, text=True, check=False)
+
+
+def started_postgres_port() -> int:
+    """The installed PostgreSQL 15 cluster's port, started when it is not running."""
+    if shutil.which("pg_ctlcluster") is None:
+        pytest.fail("PostgreSQL 15 is not installed (scripts/install-system-deps.sh installs it)")
+    port = postgres_cluster_port()
+    if port is None:
+        started = subprocess.run(
+            ["pg_ctlcluster", "15", "main", "start"], capture_output=True, text=True, check=False
+        )
+        port = postgres_cluster_port()
+        if port is None:
+            pytest.fail(f"cannot start PostgreSQL 15: {started.stderr}")
+    return port
+
+
+@contextmanager
+def throwaway_postgres_database(port: int, prefix: str) -> Iterator[str]:
+    """A PostgreSQL database and role named `<prefix>_<random>` on the cluster at `port`:
+    its SQLAlchemy URL, dropped afterwards."""
+    name, password = f"{prefix}_{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    created = run_as_postgres(
+        "psql", "-p", str(port), "-v", "ON_ERROR_STOP=1",
+        "-c", f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
+        "-c", f"CREATE DATABASE {name} OWNER {name}",
+    )  # fmt: skip
+    if created.returncode != 0:
+        pytest.fail(f"cannot create a PostgreSQL database: {created.stderr}")
+    try:
+        yield f"postgresql+psycopg://{name}:{password}@127.0.0.1:{port}/{name}"
+    finally:
+        run_as_postgres(
+            "psql", "-p", str(port),
+            "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+            "-c", f"DROP ROLE IF EXISTS {name}",
+        )  # fmt: skip

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +16,9 @@ from security_testing import SECURITY_SETTINGS, bearer, token_for
 from service_testing import (
     ServerProcess,
     TinyModel,
-    postgres_cluster_port,
-    run_as_postgres,
     start_serve_process,
+    started_postgres_port,
+    throwaway_postgres_database,
     train_tiny_model,
     wait_ready,
 )
@@ -118,38 +116,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 @pytest.fixture(scope="session")
 def postgres_port() -> int:
     """The installed PostgreSQL 15 cluster's port, started when it is not running."""
-    if shutil.which("pg_ctlcluster") is None:
-        pytest.fail("PostgreSQL 15 is not installed (scripts/install-system-deps.sh installs it)")
-    port = postgres_cluster_port()
-    if port is None:
-        started = subprocess.run(
-            ["pg_ctlcluster", "15", "main", "start"], capture_output=True, text=True, check=False
-        )
-        port = postgres_cluster_port()
-        if port is None:
-            pytest.fail(f"cannot start PostgreSQL 15: {started.stderr}")
-    return port
+    return started_postgres_port()
 
 
 @pytest.fixture
 def postgres_url(postgres_port: int) -> Iterator[str]:
     """A throwaway PostgreSQL database and role for one test; dropped afterwards."""
-    suffix = uuid.uuid4().hex[:12]
-    name, password = f"rakuten_test_{suffix}", uuid.uuid4().hex
-    port = str(postgres_port)
-    created = run_as_postgres(
-        "psql", "-p", port, "-v", "ON_ERROR_STOP=1",
-        "-c", f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
-        "-c", f"CREATE DATABASE {name} OWNER {name}",
-    )  # fmt: skip
-    if created.returncode != 0:
-        pytest.fail(f"cannot create a PostgreSQL database: {created.stderr}")
-    yield f"postgresql+psycopg://{name}:{password}@127.0.0.1:{port}/{name}"
-    run_as_postgres(
-        "psql", "-p", port,
-        "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
-        "-c", f"DROP ROLE IF EXISTS {name}",
-    )  # fmt: skip
+    with throwaway_postgres_database(postgres_port, "rakuten_test") as url:
+        yield url
 
 
 # Security

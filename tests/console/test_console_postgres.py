@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,33 +11,14 @@ from fastapi.testclient import TestClient
 
 from console_testing import sign_in
 from rakuten_mlops.config import Settings
-from service_testing import postgres_cluster_port, run_as_postgres, stored_feedback
+from service_testing import started_postgres_port, stored_feedback, throwaway_postgres_database
 
 
 @pytest.fixture
 def console_postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL database and role (the cluster is started when it is down)."""
-    if shutil.which("pg_ctlcluster") is None:
-        pytest.fail("PostgreSQL 15 is not installed (scripts/install-system-deps.sh installs it)")
-    if postgres_cluster_port() is None:
-        subprocess.run(["pg_ctlcluster", "15", "main", "start"], check=False)
-    port = postgres_cluster_port()
-    if port is None:
-        pytest.fail("cannot start the PostgreSQL 15 cluster")
-    name, password = f"rakuten_console_{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
-    created = run_as_postgres(
-        "psql", "-p", str(port), "-v", "ON_ERROR_STOP=1",
-        "-c", f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
-        "-c", f"CREATE DATABASE {name} OWNER {name}",
-    )  # fmt: skip
-    if created.returncode != 0:
-        pytest.fail(f"cannot create a PostgreSQL database: {created.stderr}")
-    yield f"postgresql+psycopg://{name}:{password}@127.0.0.1:{port}/{name}"
-    run_as_postgres(
-        "psql", "-p", str(port),
-        "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
-        "-c", f"DROP ROLE IF EXISTS {name}",
-    )  # fmt: skip
+    with throwaway_postgres_database(started_postgres_port(), "rakuten_console") as url:
+        yield url
 
 
 def test_queue_review_undo_and_model_page_on_postgres(
