@@ -191,11 +191,14 @@ def test_loading_errors_are_clear(saved_model: Path, tmp_path: Path) -> None:
 def test_log_requires_a_run_then_loads_by_run_and_registry_uri(
     tiny_classifier: ProductClassifier,
     tiny_products: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    tmp_path: Path,
 ) -> None:
     example = tiny_products[2][["designation", "description"]]
     with pytest.raises(ModelError, match="active MLflow run"):
         log_pyfunc_model(tiny_classifier, example)
-    with mlflow.start_run() as run:
+    # An experiment of its own: the Default one stores artifacts in ./mlruns of the cwd.
+    experiment = mlflow.create_experiment("pyfunc", artifact_location=tmp_path.as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
         info = log_pyfunc_model(tiny_classifier, example, registered_model_name="tiny-classifier")
     assert info.registered_model_version == 1
     frame = pd.DataFrame({"designation": ["Collier pour chien"]})
