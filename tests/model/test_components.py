@@ -1,23 +1,37 @@
-"""Pieces of the classifier: params, image decoding and cache, tokenizer, text statistics."""
+"""Pieces of the classifier: params, image decoding and cache, tokenizer, sparse branch."""
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from PIL import Image
+from sklearn.svm import LinearSVC
 
 from rakuten_mlops.config import load_params
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.features import image_tensors
 from rakuten_mlops.features.image_tensors import ImageTensorCache, decode_image, load_images
-from rakuten_mlops.models.params import ModelParams, TextNNParams, parse_model_params
+from rakuten_mlops.models.params import (
+    ModelParams,
+    SparseParams,
+    TextNNParams,
+    parse_model_params,
+)
 from rakuten_mlops.models.pipeline import ProductClassifier
-from rakuten_mlops.models.sparse import bin_statistics, fit_statistics_bins, text_statistics
+from rakuten_mlops.models.sparse import (
+    SparseTextModel,
+    bin_statistics,
+    fit_nb_svm,
+    fit_statistics_bins,
+    text_statistics,
+)
 from rakuten_mlops.models.text_nn import TextTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +72,7 @@ def test_params_override_defaults_and_convert_lists() -> None:
         ({"text_nn": {"epoch": 3}}, "unknown key.*model.text_nn.*epoch"),
         ({"cnn": {}}, "unknown section.*cnn"),
         ({"image": [1, 2]}, "model.image` must be a mapping"),
+        ({"sparse": {"nb_svm": "yes"}}, r"model\.sparse\.nb_svm` must be true or false"),
     ],
 )
 def test_bad_params_are_refused_with_the_key_named(params: dict[str, object], message: str) -> None:
@@ -215,3 +230,80 @@ def test_text_statistics_and_bins() -> None:
     one_hot = bin_statistics(stats, edges)
     assert one_hot.shape[0] == 2
     np.testing.assert_array_equal(one_hot.sum(axis=1), np.full((2, 1), 6.0))
+
+
+# ---------------------------------------------------------------- sparse branch
+
+
+def sparse_corpus() -> tuple[list[str], list[str], np.ndarray]:
+    """90 products of 3 classes, each with its own words; a quarter without description."""
+    rng = np.random.default_rng(0)
+    words = {
+        0: ["piscine", "bache", "filtre", "pompe"],
+        1: ["roman", "livre", "poche", "auteur"],
+        2: ["console", "manette", "jeu", "ecran"],
+    }
+    titles, descriptions, labels = [], [], []
+    for i in range(90):
+        k = i % 3
+        first, second = rng.choice(words[k], size=2, replace=False)
+        titles.append(f"{first} {second} {i % 7}")
+        descriptions.append(f"{rng.choice(words[k])} modele {i % 5}" if i % 4 else "")
+        labels.append(k)
+    return titles, descriptions, np.array(labels)
+
+
+def test_nb_svm_scores_as_a_linear_svc_on_ratio_scaled_features() -> None:
+    titles, descriptions, labels = sparse_corpus()
+    features = SparseTextModel(SparseParams(), seed=0).fit(titles, descriptions, labels)
+    matrix = features.transform(titles, descriptions)
+    nb = fit_nb_svm(matrix, labels, 3, c=0.7, max_iter=2000, seed=0)
+    present = (matrix > 0).toarray().astype(np.float64)
+    for k in range(3):
+        positive = present[labels == k].sum(axis=0) + 1.0
+        negative = present[labels != k].sum(axis=0) + 1.0
+        ratio = np.log(positive / positive.sum()) - np.log(negative / negative.sum())
+        scaled = matrix @ sp.diags(ratio.astype(np.float32))
+        svc = LinearSVC(C=0.7, max_iter=2000, random_state=0).fit(scaled, labels == k)
+        np.testing.assert_allclose(
+            nb.decision_function(matrix)[:, k], svc.decision_function(scaled), rtol=0, atol=1e-4
+        )
+    assert (nb.decision_function(matrix).argmax(axis=1) == labels).mean() > 0.9
+
+
+def test_sparse_branch_averages_its_three_linear_models() -> None:
+    titles, descriptions, labels = sparse_corpus()
+    model = SparseTextModel(SparseParams(), seed=0).fit(titles, descriptions, labels)
+    assert [type(m).__name__ for m in model.models] == ["LinearSVC", "LinearScores"]
+    assert set(model.view2_vectorizers) == {"text_words", "description_chars"}
+    assert len(model.view2_models) == 1
+    main = model.transform(titles, descriptions)
+    view2 = model._transform_view2(titles, descriptions)
+    expected = (
+        model.models[0].decision_function(main)
+        + model.models[1].decision_function(main)
+        + model.view2_models[0].decision_function(view2)
+    ) / 3
+    scores = model.decision_function(titles, descriptions)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
+    assert (scores.argmax(axis=1) == labels).mean() > 0.9
+
+    single = SparseTextModel(SparseParams(nb_svm=False, second_view=False), seed=0)
+    single.fit(titles, descriptions, labels)
+    assert len(single.models) == 1 and not single.view2_models and not single.view2_vectorizers
+    np.testing.assert_allclose(
+        single.decision_function(titles, descriptions),
+        single.models[0].decision_function(single.transform(titles, descriptions)),
+        rtol=0,
+        atol=1e-5,
+    )
+
+
+def test_sparse_model_saved_before_the_second_view_existed_still_predicts() -> None:
+    titles, descriptions, labels = sparse_corpus()
+    model = SparseTextModel(SparseParams(nb_svm=False, second_view=False), seed=0)
+    model.fit(titles, descriptions, labels)
+    expected = model.decision_function(titles, descriptions)
+    del model.view2_vectorizers, model.view2_models  # the attributes an older model lacks
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.decision_function(titles, descriptions), expected)

@@ -1,6 +1,7 @@
 """The multimodal product classifier.
 
-* `sparse`: TF-IDF (title words and char n-grams, description words) + LinearSVC.
+* `sparse`: TF-IDF (title words and char n-grams, description words) + three averaged linear
+  models (LinearSVC, NB-SVM, LinearSVC on a second view of the text).
 * `text_nn`: TF-IDF-weighted embedding network trained from scratch (PyTorch).
 * `transformer`: optional pretrained French transformer (CamemBERT...) fine-tuned on the
   texts; off by default, needs the `transformer` extra (`transformers` imported lazily).

@@ -3,6 +3,12 @@
 The title is short and decisive, the description long and noisy. Separate vectorizers keep
 the title's weight (one L2-normalised block each) and character n-grams on the title make
 it robust to typos, plurals and glued words ("lot2", "ps4").
+
+The branch averages the scores of up to three linear models that err differently: a
+LinearSVC on those features, an NB-SVM on the same features (Wang & Manning, 2012), and a
+LinearSVC on a second view of the text (title + description words read as one text, and
+description character n-grams). Cross-validated, the three together gain more than any
+change of features or regularisation of one model (bench/README.md).
 """
 
 from __future__ import annotations
@@ -66,19 +72,68 @@ def bin_statistics(stats: np.ndarray, edges: list[np.ndarray]) -> sp.csr_matrix:
     return sp.hstack(blocks, format="csr")
 
 
+class LinearScores:
+    """A fitted linear scorer, `features @ coef_.T + intercept_` (one column per class)."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.coef_ = coef
+        self.intercept_ = intercept
+
+    def decision_function(self, features: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(features @ self.coef_.T) + self.intercept_
+
+
+def fit_nb_svm(
+    features: sp.csr_matrix,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    c: float,
+    max_iter: int,
+    seed: int,
+) -> LinearScores:
+    """One-vs-rest NB-SVM: per class, a LinearSVC on the features scaled by the class's
+    naive-Bayes log-count ratios of feature presence (smoothing 1).
+
+    The scaling is folded into the coefficients, so the result scores the unscaled features.
+    """
+    present = features.copy()
+    present.data[:] = 1.0
+    one_hot = sp.csr_matrix(
+        (np.ones(len(labels), dtype=np.float64), (labels, np.arange(len(labels)))),
+        shape=(n_classes, len(labels)),
+    )
+    in_class = np.asarray((one_hot @ present).todense()) + 1.0  # (K, F)
+    total = np.asarray(present.sum(axis=0)).ravel() + 2.0
+    coef = np.zeros((n_classes, features.shape[1]), dtype=np.float32)
+    intercept = np.zeros(n_classes, dtype=np.float32)
+    for k in range(n_classes):
+        positive, negative = in_class[k], total - in_class[k]
+        ratio = np.log(positive / positive.sum()) - np.log(negative / negative.sum())
+        svc = LinearSVC(C=c, max_iter=max_iter, random_state=seed)
+        svc.fit(features @ sp.diags(ratio.astype(np.float32)), (labels == k).astype(np.int64))
+        coef[k] = svc.coef_[0] * ratio
+        intercept[k] = svc.intercept_[0]
+    return LinearScores(coef, intercept)
+
+
 class SparseTextModel:
     """TF-IDF features (title words + title chars + description words) and linear models.
 
     `decision_function` returns one score per class (columns = class indices 0..K-1 of the
-    labels given to `fit`); the pipeline turns them into probabilities.
+    labels given to `fit`), the mean of the linear models' scores; the pipeline turns them
+    into probabilities.
     """
 
     def __init__(self, params: SparseParams, seed: int = 42) -> None:
         self.params = params
         self.seed = seed
         self.vectorizers: dict[str, TfidfVectorizer] = {}
-        self.models: list[LinearSVC | SGDClassifier] = []
+        self.models: list[LinearSVC | SGDClassifier | LinearScores] = []
         self.statistics_edges: list[np.ndarray] | None = None
+        # The second view (`params.second_view`): its own vectorizers and LinearSVC.
+        self.view2_vectorizers: dict[str, TfidfVectorizer] = {}
+        self.view2_models: list[LinearSVC] = []
         self.n_classes = 0
 
     def _build_vectorizers(self) -> dict[str, TfidfVectorizer]:
@@ -122,6 +177,26 @@ class SparseTextModel:
             )
         return vectorizers
 
+    def _build_view2_vectorizers(self) -> dict[str, TfidfVectorizer]:
+        common = {"sublinear_tf": True, "strip_accents": "unicode", "dtype": np.float32}
+        return {
+            "text_words": TfidfVectorizer(
+                analyzer="word",
+                ngram_range=(1, 2),
+                token_pattern=_TOKEN_PATTERN,
+                min_df=2,
+                max_features=self.params.max_features,
+                **common,
+            ),
+            "description_chars": TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=(3, 5),
+                min_df=2,
+                max_features=self.params.max_features,
+                **common,
+            ),
+        }
+
     def _columns(
         self, designation: Sequence[str], description: Sequence[str]
     ) -> dict[str, list[str]]:
@@ -133,6 +208,25 @@ class SparseTextModel:
             "title_chars_cased": titles,
             "description_words": [text[:limit] for text in description],
         }
+
+    def _view2_columns(
+        self, designation: Sequence[str], description: Sequence[str]
+    ) -> dict[str, list[str]]:
+        limit = self.params.description_max_chars
+        cut = [text[:limit] for text in description]
+        return {
+            "text_words": [f"{title} {text}" for title, text in zip(designation, cut, strict=True)],
+            "description_chars": cut,
+        }
+
+    def _transform_view2(
+        self, designation: Sequence[str], description: Sequence[str]
+    ) -> sp.csr_matrix:
+        columns = self._view2_columns(designation, description)
+        return sp.hstack(
+            [vec.transform(columns[name]) for name, vec in self.view2_vectorizers.items()],
+            format="csr",
+        )
 
     def transform(self, designation: Sequence[str], description: Sequence[str]) -> sp.csr_matrix:
         """TF-IDF feature matrix of cleaned texts (fitted vectorizers)."""
@@ -163,33 +257,41 @@ class SparseTextModel:
             labels: class indices 0..K-1, every index present at least once.
         """
         self.n_classes = int(labels.max()) + 1
-        self.vectorizers = self._build_vectorizers()
-        columns = self._columns(designation, description)
         p = self.params
-        blocks = []
-        with tqdm(
-            total=len(self.vectorizers) + 1, desc="sparse", disable=not progress, unit="step"
-        ) as steps:
-            for name, vec in self.vectorizers.items():
-                steps.set_postfix_str(name)
-                try:
-                    blocks.append(vec.fit_transform(columns[name]))
-                except ValueError as exc:  # empty vocabulary: every text is empty
-                    raise ModelError(
-                        f"sparse text model: cannot build `{name}` features: {exc}"
-                    ) from exc
-                steps.update()
+        self.vectorizers = self._build_vectorizers()
+        self.view2_vectorizers = self._build_view2_vectorizers() if p.second_view else {}
+        steps_total = len(self.vectorizers) + 1 + int(p.nb_svm) + int(p.second_view)
+        with tqdm(total=steps_total, desc="sparse", disable=not progress, unit="step") as steps:
+            features = self._fit_features(
+                self.vectorizers, self._columns(designation, description), steps
+            )
             if p.statistics_weight > 0:
                 stats = text_statistics(designation, description)
                 self.statistics_edges = fit_statistics_bins(stats)
-                blocks.append(p.statistics_weight * bin_statistics(stats, self.statistics_edges))
-            features = sp.hstack(blocks, format="csr")
-            steps.set_postfix_str("linear models")
+                features = sp.hstack(
+                    [features, p.statistics_weight * bin_statistics(stats, self.statistics_edges)],
+                    format="csr",
+                )
+            steps.set_postfix_str("LinearSVC")
             self.models = [
                 LinearSVC(C=p.svc_c, max_iter=p.max_iter, random_state=self.seed).fit(
                     features, labels
                 )
             ]
+            steps.update()
+            if p.nb_svm:
+                steps.set_postfix_str("NB-SVM")
+                self.models.append(
+                    fit_nb_svm(
+                        features,
+                        labels,
+                        self.n_classes,
+                        c=p.svc_c,
+                        max_iter=p.max_iter,
+                        seed=self.seed,
+                    )
+                )
+                steps.update()
             if p.sgd_alpha > 0:
                 sgd = SGDClassifier(
                     loss="modified_huber",
@@ -199,20 +301,68 @@ class SparseTextModel:
                     random_state=self.seed,
                 )
                 self.models.append(sgd.fit(features, labels))
-            for model in self.models:
+            self.view2_models = []
+            if p.second_view:
+                steps.set_postfix_str("second view")
+                view2 = self._fit_view2(designation, description)
+                if view2 is not None:
+                    self.view2_models = [
+                        LinearSVC(C=p.svc_c, max_iter=p.max_iter, random_state=self.seed).fit(
+                            view2, labels
+                        )
+                    ]
+                steps.update()
+            for model in (*self.models, *self.view2_models):
                 # Single precision halves the saved model (27 x ~450k coefficients); done
                 # here so the fitted and the saved model predict exactly the same.
                 model.coef_ = model.coef_.astype(np.float32)
                 model.intercept_ = model.intercept_.astype(np.float32)
-            steps.update()
         return self
+
+    @staticmethod
+    def _fit_features(
+        vectorizers: dict[str, TfidfVectorizer], columns: dict[str, list[str]], steps: tqdm
+    ) -> sp.csr_matrix:
+        blocks = []
+        for name, vec in vectorizers.items():
+            steps.set_postfix_str(name)
+            try:
+                blocks.append(vec.fit_transform(columns[name]))
+            except ValueError as exc:  # empty vocabulary: every text is empty
+                raise ModelError(
+                    f"sparse text model: cannot build `{name}` features: {exc}"
+                ) from exc
+            steps.update()
+        return sp.hstack(blocks, format="csr")
+
+    def _fit_view2(
+        self, designation: Sequence[str], description: Sequence[str]
+    ) -> sp.csr_matrix | None:
+        """Fit the second view's vectorizers; a block with no term seen twice (e.g. no
+        description at all) is left out, and the view altogether if no block is left."""
+        columns = self._view2_columns(designation, description)
+        blocks = []
+        for name, vec in list(self.view2_vectorizers.items()):
+            try:
+                blocks.append(vec.fit_transform(columns[name]))
+            except ValueError:  # empty vocabulary after min_df
+                del self.view2_vectorizers[name]
+        if not blocks:
+            return None
+        return sp.hstack(blocks, format="csr")
 
     def decision_function(
         self, designation: Sequence[str], description: Sequence[str]
     ) -> np.ndarray:
-        """Class scores, shape (n, K), averaged over the linear models."""
+        """Class scores, shape (n, K), averaged over the linear models of both views."""
         features = self.transform(designation, description)
         scores = np.zeros((features.shape[0], self.n_classes), dtype=np.float64)
         for model in self.models:
             scores += model.decision_function(features)
-        return scores / len(self.models)
+        # Models saved before the second view existed have no such attributes.
+        view2_models = getattr(self, "view2_models", [])
+        if view2_models:
+            view2 = self._transform_view2(designation, description)
+            for model in view2_models:
+                scores += model.decision_function(view2)
+        return scores / (len(self.models) + len(view2_models))
