@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import resource
@@ -181,14 +182,41 @@ def default_branch_set(model_params: dict[str, Any]) -> tuple[str, ...]:
 
 
 def previous_default_params(model_params: dict[str, Any]) -> dict[str, Any]:
-    """Same hyperparameters, every branch as the previous default: sparse + text_nn + image
-    (the image unless `--no-image` disabled it), branches trained on train only."""
+    """The previous default: sparse (one LinearSVC, no NB-SVM, no second view) + text_nn +
+    image (the image unless `--no-image` disabled it), branches trained on train only; the
+    other hyperparameters as `model_params`."""
+    return {
+        **model_params,
+        "sparse": {
+            **(model_params.get("sparse") or {}),
+            "enabled": True,
+            "nb_svm": False,
+            "second_view": False,
+        },
+        "text_nn": {**(model_params.get("text_nn") or {}), "enabled": True},
+        "fusion": {**(model_params.get("fusion") or {}), "refit": False},
+    }
+
+
+def all_branches_params(model_params: dict[str, Any]) -> dict[str, Any]:
+    """`model_params` with every branch on (the image unless `--no-image` disabled it),
+    trained on train first (the refit comes after)."""
     return {
         **model_params,
         "sparse": {**(model_params.get("sparse") or {}), "enabled": True},
         "text_nn": {**(model_params.get("text_nn") or {}), "enabled": True},
         "fusion": {**(model_params.get("fusion") or {}), "refit": False},
     }
+
+
+def with_text_weights(clf: ProductClassifier, sparse_weight: float) -> ProductClassifier:
+    """A shallow copy of `clf` whose fusion averages sparse and text_nn with these weights."""
+    model = copy.copy(clf)
+    fusion = dataclasses.replace(
+        clf.model_params.fusion, sparse_weight=sparse_weight, text_nn_weight=1.0 - sparse_weight
+    )
+    model.model_params = dataclasses.replace(clf.model_params, fusion=fusion)
+    return model
 
 
 def without_branches(
@@ -215,6 +243,7 @@ def run_fold(
     *,
     progress: bool,
     throughput: bool,
+    sparse_weights: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Every variant trained on `fit_rows` and scored on `test_rows`.
 
@@ -242,7 +271,26 @@ def run_fold(
 
     default_names = default_branch_set(model_params)
     out["default_branches"] = list(default_names)
-    clf = ProductClassifier(previous_default_params(model_params), seed=seed)
+    # The previous default is a product of its own (its sparse branch is one LinearSVC).
+    previous = ProductClassifier(previous_default_params(model_params), seed=seed)
+    previous.fit(train, val, progress=progress)
+    probs = previous.predict_proba(test)
+    pred = previous.classes_[probs.argmax(axis=1)]
+    scores[PREVIOUS] = f1_scores(y_test, pred, full)
+    scores[PREVIOUS]["ece"] = compute_calibration(probs.max(axis=1), pred == y_test).ece
+    previous_scores, _, _ = timed_branch_scores(previous, test)
+    pred = previous.classes_[previous_scores["sparse"].argmax(axis=1)]
+    scores["sparse, one LinearSVC (previous), holdout"] = f1_scores(y_test, pred, full)
+    out["fit_s"].update({f"previous {k}": v for k, v in previous.timings.items()})
+    if throughput:
+        text_only = test.assign(image_path="")
+        previous.predict(text_only.head(50))
+        tick = time.perf_counter()
+        previous.predict(text_only)
+        out["text_only_products_per_s"] = {"holdout": len(test) / (time.perf_counter() - tick)}
+    del previous
+
+    clf = ProductClassifier(all_branches_params(model_params), seed=seed)
     clf.fit(train, val, progress=progress)
     classes = clf.classes_
     y_val = np.searchsorted(classes, val["prdtypecode"].to_numpy(dtype=np.int64))
@@ -251,6 +299,14 @@ def run_fold(
         label: fit_branch_set(clf, names, val_scores, val_masks, y_val)
         for label, names in BRANCH_SETS.items()
         if all(name in val_scores for name in names)
+    }
+    weighted = {
+        weight: (
+            model := with_text_weights(clf, weight),
+            fit_branch_set(model, ("sparse", "text_nn"), val_scores, val_masks, y_val),
+        )
+        for weight in sparse_weights
+        if "text_nn" in val_scores
     }
     default_names = tuple(name for name in default_names if name in val_scores)
     default_fusion = fit_branch_set(clf, default_names, val_scores, val_masks, y_val)
@@ -276,27 +332,29 @@ def run_fold(
             probs = predict_branch_set(clf, fusion, names, test_scores, test_masks)
             pred = classes[probs.argmax(axis=1)]
             scores[f"{label}, {stage}"] = f1_scores(y_test, pred, full)
-        # The products themselves: the previous default is `clf` before the refit, the
-        # default is `clf` refit, less the branches its params leave out.
-        product = (
-            clf if stage == "holdout" else without_branches(clf, default_names, default_fusion)
-        )
+        for weight, (model, fusion) in weighted.items():
+            names = ("sparse", "text_nn")
+            probs = predict_branch_set(model, fusion, names, test_scores, test_masks)
+            pred = classes[probs.argmax(axis=1)]
+            label = f"sparse {weight:g} + text_nn {1 - weight:g}, {stage}"
+            scores[label] = f1_scores(y_test, pred, full)
+        if stage == "holdout":
+            continue
+        # The product itself: `clf` refit, less the branches its params leave out.
+        product = without_branches(clf, default_names, default_fusion)
         tick = time.perf_counter()
         probs = product.predict_proba(test)
         product_s = time.perf_counter() - tick
         pred = classes[probs.argmax(axis=1)]
-        label = PREVIOUS if stage == "holdout" else DEFAULT
-        scores[label] = f1_scores(y_test, pred, full)
-        scores[label]["ece"] = compute_calibration(probs.max(axis=1), pred == y_test).ece
+        scores[DEFAULT] = f1_scores(y_test, pred, full)
+        scores[DEFAULT]["ece"] = compute_calibration(probs.max(axis=1), pred == y_test).ece
         out["predict_s"][stage]["product_with_images"] = product_s / len(test) * 1000
         if throughput:
             text_only = test.assign(image_path="")
             product.predict(text_only.head(50))
             tick = time.perf_counter()
             product.predict(text_only)
-            out.setdefault("text_only_products_per_s", {})[stage] = len(test) / (
-                time.perf_counter() - tick
-            )
+            out["text_only_products_per_s"]["refit"] = len(test) / (time.perf_counter() - tick)
     out["fit_s"].update(clf.timings)
     # What the default costs to train: its branches, twice (holdout + refit), and the fusion.
     out["fit_s"]["default (total)"] = sum(
@@ -400,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
+        "--sparse-weights",
+        type=lambda text: tuple(float(x) for x in text.split(",") if x.strip()),
+        default=(),
+        help="comma-separated `fusion.sparse_weight` values (text_nn gets the rest): one more "
+        "sparse + text_nn row each, fused on the same val scores (no extra training)",
+    )
+    parser.add_argument(
         "--merge", type=Path, nargs="*", default=None, help="print the table of these JSON files"
     )
     args = parser.parse_args(argv)
@@ -462,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                 val_fraction,
                 progress=not args.no_progress,
                 throughput=fold == 0 and repeat == 0,
+                sparse_weights=args.sparse_weights,
             )
             result.update(repeat=repeat, fold=fold, seconds=time.perf_counter() - tick)
             folds.append(result)
