@@ -287,6 +287,10 @@ def test_sparse_branch_averages_its_three_linear_models() -> None:
     scores = model.decision_function(titles, descriptions)
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
     assert (scores.argmax(axis=1) == labels).mean() > 0.9
+    for linear in (*model.models, *model.view2_models):
+        # A sparse row times `coef_.T` reads it in place only when it is C-contiguous (else
+        # the ~50 MB of coefficients are copied at every prediction) and single precision.
+        assert linear.coef_.T.flags.c_contiguous and linear.coef_.dtype == np.float32
 
     single = SparseTextModel(SparseParams(nb_svm=False, second_view=False), seed=0)
     single.fit(titles, descriptions, labels)
