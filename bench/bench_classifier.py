@@ -110,16 +110,22 @@ def estimate_full_dataset(
     """Training time on the full dataset, assuming each branch scales linearly with its rows.
 
     Text branches scale with the training products, the image branch with the training
-    images: every product of the full dataset has one, against a few hundred here.
+    images: every product of the full dataset has one, against a few hundred here. A branch
+    trained again on train + val (`fusion.refit`, timings `refit/*`) counts twice.
     """
     full_train = FULL_DATASET_PRODUCTS * train_fraction
     text_factor = full_train / n_train
     image_factor = full_train / max(1, n_train_images)
+    stages = ("fit", "refit")
     text_s = (
-        sum(timings.get(f"fit/{name}", 0.0) for name in ("sparse", "text_nn", "transformer"))
+        sum(
+            timings.get(f"{stage}/{name}", 0.0)
+            for stage in stages
+            for name in ("sparse", "text_nn", "transformer")
+        )
         * text_factor
     )
-    image_s = timings.get("fit/image", 0.0) * image_factor
+    image_s = sum(timings.get(f"{stage}/image", 0.0) for stage in stages) * image_factor
     # Train and val images are decoded once, then read from the cache.
     decode_s = decode_s_per_image * FULL_DATASET_PRODUCTS * decoded_fraction
     return {

@@ -12,20 +12,23 @@ Inside each fold the training part is split like the product splits its data (va
 15 / 80 of it, `prepare.assign_splits`, grouped by text), and:
 
 * the reference (TF-IDF word 1-2-grams + LinearSVC) trains on the whole training part;
-* every branch trains on train, the neural text branch included even when the default
-  leaves it out, the temperatures and fusions are fit on val: the previous default
-  (sparse + neural text + image, `fusion.refit: false`), each branch alone, and the other
-  branch sets, whose fusions are fit on the same val scores (no extra training);
+* the previous default trains as it was: a sparse branch of one LinearSVC + neural text +
+  image, on train only, fused on val (`fusion.refit: false`);
+* every branch of `--params` trains on train, the neural text branch included even when
+  the default leaves it out, the temperatures and fusions are fit on val: each branch
+  alone, and the branch sets, whose fusions are fit on the same val scores (no extra
+  training), with `--sparse-weights` more sparse + text_nn weightings;
 * `ProductClassifier.refit` then retrains every branch on train + val, keeping the fusion;
   the branch sets are scored again with the refit branches. The default of `--params` is
   its branch set (`enabled` flags) refit, predicted by `ProductClassifier` itself with the
   other branches removed, exactly what `fit` with those params gives.
 
-So each fold trains each branch twice (holdout, refit) and the reference once; images are
-decoded once for all folds (the image cache).
+So each fold trains each branch twice (holdout, refit), the previous default and the
+reference once; images are decoded once for all folds (the image cache).
 
     nice .venv/bin/python bench/bench_cv.py --source ../shared/data/rakuten-sample \
-        [--folds 5] [--repeats 1] [--params params.yaml] [--max-rows N]
+        [--folds 5] [--repeats 1] [--params params.yaml] [--max-rows N] \
+        [--sparse-weights 0.6,0.75]
 """
 
 from __future__ import annotations
