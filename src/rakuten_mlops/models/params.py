@@ -24,6 +24,13 @@ def _check_integer(params: object, where: str, name: str, *, minimum: int) -> No
         raise ModelError(f"`{where}.{name}` must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_bool(params: object, where: str, *names: str) -> None:
+    for name in names:
+        value = getattr(params, name)
+        if not isinstance(value, bool):
+            raise ModelError(f"`{where}.{name}` must be true or false, got {value!r}")
+
+
 def _check_number(
     params: object,
     where: str,
@@ -86,11 +93,7 @@ class SparseParams:
     max_iter: int = 2000
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "title_char_cased", "nb_svm", "second_view"):
-            if not isinstance(getattr(self, name), bool):
-                raise ModelError(
-                    f"`model.sparse.{name}` must be true or false, got {getattr(self, name)!r}"
-                )
+        _check_bool(self, "model.sparse", "enabled", "title_char_cased", "nb_svm", "second_view")
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,7 @@ class FusionParams:
     max_iter: int = 200
 
     def __post_init__(self) -> None:
-        if not isinstance(self.refit, bool):
-            raise ModelError(f"`model.fusion.refit` must be true or false, got {self.refit!r}")
+        _check_bool(self, "model.fusion", "refit")
         for name in ("sparse_weight", "text_nn_weight", "transformer_weight"):
             _check_number(self, "model.fusion", name, minimum=0.0)
 
@@ -196,11 +198,7 @@ class TextTransformerParams:
 
     def __post_init__(self) -> None:
         where = "model.text_transformer"
-        for name in ("enabled", "allow_download"):
-            if not isinstance(getattr(self, name), bool):
-                raise ModelError(
-                    f"`{where}.{name}` must be true or false, got {getattr(self, name)!r}"
-                )
+        _check_bool(self, where, "enabled", "allow_download")
         if not isinstance(self.model_path, str):
             raise ModelError(f"`{where}.model_path` must be a string, got {self.model_path!r}")
         # Room for the special tokens of a pair ([CLS] a [SEP] b [SEP]) and some text.

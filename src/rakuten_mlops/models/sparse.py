@@ -28,6 +28,8 @@ from rakuten_mlops.models.params import SparseParams
 
 # Words are runs of letters/digits, single characters included ("2", "x", "l").
 _TOKEN_PATTERN = r"(?u)\b\w+\b"
+# Settings of every TF-IDF block of both views.
+_TFIDF = {"sublinear_tf": True, "strip_accents": "unicode", "dtype": np.float32}
 
 
 def text_statistics(designation: Sequence[str], description: Sequence[str]) -> np.ndarray:
@@ -138,7 +140,6 @@ class SparseTextModel:
 
     def _build_vectorizers(self) -> dict[str, TfidfVectorizer]:
         p = self.params
-        common = {"sublinear_tf": True, "strip_accents": "unicode", "dtype": np.float32}
         vectorizers = {
             "title_words": TfidfVectorizer(
                 analyzer="word",
@@ -146,14 +147,14 @@ class SparseTextModel:
                 token_pattern=_TOKEN_PATTERN,
                 min_df=p.min_df,
                 max_features=p.max_features,
-                **common,
+                **_TFIDF,
             ),
             "title_chars": TfidfVectorizer(
                 analyzer="char_wb",
                 ngram_range=p.title_char_ngrams,
                 min_df=max(p.min_df, 2),
                 max_features=p.max_features,
-                **common,
+                **_TFIDF,
             ),
             "description_words": TfidfVectorizer(
                 analyzer="word",
@@ -161,7 +162,7 @@ class SparseTextModel:
                 token_pattern=_TOKEN_PATTERN,
                 min_df=p.min_df,
                 max_features=p.max_features,
-                **common,
+                **_TFIDF,
             ),
         }
         if p.title_char_cased:
@@ -173,12 +174,11 @@ class SparseTextModel:
                 lowercase=False,
                 min_df=max(p.min_df, 2),
                 max_features=p.max_features,
-                **common,
+                **_TFIDF,
             )
         return vectorizers
 
     def _build_view2_vectorizers(self) -> dict[str, TfidfVectorizer]:
-        common = {"sublinear_tf": True, "strip_accents": "unicode", "dtype": np.float32}
         return {
             "text_words": TfidfVectorizer(
                 analyzer="word",
@@ -186,14 +186,14 @@ class SparseTextModel:
                 token_pattern=_TOKEN_PATTERN,
                 min_df=2,
                 max_features=self.params.max_features,
-                **common,
+                **_TFIDF,
             ),
             "description_chars": TfidfVectorizer(
                 analyzer="char_wb",
                 ngram_range=(3, 5),
                 min_df=2,
                 max_features=self.params.max_features,
-                **common,
+                **_TFIDF,
             ),
         }
 
@@ -260,10 +260,17 @@ class SparseTextModel:
         p = self.params
         self.vectorizers = self._build_vectorizers()
         self.view2_vectorizers = self._build_view2_vectorizers() if p.second_view else {}
-        steps_total = len(self.vectorizers) + 1 + int(p.nb_svm) + int(p.second_view)
+        steps_total = (
+            len(self.vectorizers)
+            + 1
+            + int(p.nb_svm)
+            + len(self.view2_vectorizers)
+            + int(p.second_view)
+        )
         with tqdm(total=steps_total, desc="sparse", disable=not progress, unit="step") as steps:
-            features = self._fit_features(
-                self.vectorizers, self._columns(designation, description), steps
+            columns = self._columns(designation, description)
+            features = sp.hstack(
+                self._fit_blocks(self.vectorizers, columns, steps, optional=False), format="csr"
             )
             if p.statistics_weight > 0:
                 stats = text_statistics(designation, description)
@@ -273,11 +280,7 @@ class SparseTextModel:
                     format="csr",
                 )
             steps.set_postfix_str("LinearSVC")
-            self.models = [
-                LinearSVC(C=p.svc_c, max_iter=p.max_iter, random_state=self.seed).fit(
-                    features, labels
-                )
-            ]
+            self.models = [self._svc().fit(features, labels)]
             steps.update()
             if p.nb_svm:
                 steps.set_postfix_str("NB-SVM")
@@ -303,14 +306,17 @@ class SparseTextModel:
                 self.models.append(sgd.fit(features, labels))
             self.view2_models = []
             if p.second_view:
+                # A block of the second view with no term seen twice (e.g. no description
+                # at all) is left out, and the view altogether if no block is left.
+                view2 = self._fit_blocks(
+                    self.view2_vectorizers,
+                    self._view2_columns(designation, description),
+                    steps,
+                    optional=True,
+                )
                 steps.set_postfix_str("second view")
-                view2 = self._fit_view2(designation, description)
-                if view2 is not None:
-                    self.view2_models = [
-                        LinearSVC(C=p.svc_c, max_iter=p.max_iter, random_state=self.seed).fit(
-                            view2, labels
-                        )
-                    ]
+                if view2:
+                    self.view2_models = [self._svc().fit(sp.hstack(view2, format="csr"), labels)]
                 steps.update()
             for model in (*self.models, *self.view2_models):
                 # Single precision halves the saved model (27 x ~450k coefficients); done
@@ -321,37 +327,35 @@ class SparseTextModel:
                 model.intercept_ = model.intercept_.astype(np.float32)
         return self
 
+    def _svc(self) -> LinearSVC:
+        return LinearSVC(C=self.params.svc_c, max_iter=self.params.max_iter, random_state=self.seed)
+
     @staticmethod
-    def _fit_features(
-        vectorizers: dict[str, TfidfVectorizer], columns: dict[str, list[str]], steps: tqdm
-    ) -> sp.csr_matrix:
+    def _fit_blocks(
+        vectorizers: dict[str, TfidfVectorizer],
+        columns: dict[str, list[str]],
+        steps: tqdm,
+        *,
+        optional: bool,
+    ) -> list[sp.csr_matrix]:
+        """Fit each vectorizer on its column, one TF-IDF block each.
+
+        A vectorizer left with no term (every text empty, or no term in `min_df` texts) is
+        an error, or, when `optional`, is removed from `vectorizers` with no block.
+        """
         blocks = []
-        for name, vec in vectorizers.items():
+        for name, vec in list(vectorizers.items()):
             steps.set_postfix_str(name)
             try:
                 blocks.append(vec.fit_transform(columns[name]))
-            except ValueError as exc:  # empty vocabulary: every text is empty
-                raise ModelError(
-                    f"sparse text model: cannot build `{name}` features: {exc}"
-                ) from exc
+            except ValueError as exc:  # empty vocabulary
+                if not optional:
+                    raise ModelError(
+                        f"sparse text model: cannot build `{name}` features: {exc}"
+                    ) from exc
+                del vectorizers[name]
             steps.update()
-        return sp.hstack(blocks, format="csr")
-
-    def _fit_view2(
-        self, designation: Sequence[str], description: Sequence[str]
-    ) -> sp.csr_matrix | None:
-        """Fit the second view's vectorizers; a block with no term seen twice (e.g. no
-        description at all) is left out, and the view altogether if no block is left."""
-        columns = self._view2_columns(designation, description)
-        blocks = []
-        for name, vec in list(self.view2_vectorizers.items()):
-            try:
-                blocks.append(vec.fit_transform(columns[name]))
-            except ValueError:  # empty vocabulary after min_df
-                del self.view2_vectorizers[name]
-        if not blocks:
-            return None
-        return sp.hstack(blocks, format="csr")
+        return blocks
 
     def decision_function(
         self, designation: Sequence[str], description: Sequence[str]
