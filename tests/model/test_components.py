@@ -311,3 +311,15 @@ def test_sparse_model_saved_before_the_second_view_existed_still_predicts() -> N
     del model.view2_vectorizers, model.view2_models  # the attributes an older model lacks
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.decision_function(titles, descriptions), expected)
+
+
+def test_sparse_branch_scores_two_classes_one_column_each() -> None:
+    titles, descriptions, labels = sparse_corpus()
+    two = labels < 2
+    titles = [t for t, keep in zip(titles, two, strict=True) if keep]
+    descriptions = [d for d, keep in zip(descriptions, two, strict=True) if keep]
+    for params in (SparseParams(), SparseParams(nb_svm=False, second_view=False)):
+        model = SparseTextModel(params, seed=0).fit(titles, descriptions, labels[two])
+        scores = model.decision_function(titles, descriptions)
+        assert scores.shape == (len(titles), 2)
+        assert (scores.argmax(axis=1) == labels[two]).mean() > 0.9

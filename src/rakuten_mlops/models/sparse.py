@@ -364,11 +364,20 @@ class SparseTextModel:
         features = self.transform(designation, description)
         scores = np.zeros((features.shape[0], self.n_classes), dtype=np.float64)
         for model in self.models:
-            scores += model.decision_function(features)
+            scores += _class_scores(model, features)
         # Models saved before the second view existed have no such attributes.
         view2_models = getattr(self, "view2_models", [])
         if view2_models:
             view2 = self._transform_view2(designation, description)
             for model in view2_models:
-                scores += model.decision_function(view2)
+                scores += _class_scores(model, view2)
         return scores / (len(self.models) + len(view2_models))
+
+
+def _class_scores(
+    model: LinearSVC | SGDClassifier | LinearScores, features: sp.csr_matrix
+) -> np.ndarray:
+    """One score per class, (n, K): a two-class scikit-learn model answers one column, the
+    score of class 1, which becomes (-score, score)."""
+    scores = np.asarray(model.decision_function(features))
+    return scores if scores.ndim == 2 else np.column_stack([-scores, scores])
