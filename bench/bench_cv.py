@@ -184,23 +184,6 @@ def default_branch_set(model_params: dict[str, Any]) -> tuple[str, ...]:
     return tuple(name for name, enabled in flags.items() if enabled)
 
 
-def previous_default_params(model_params: dict[str, Any]) -> dict[str, Any]:
-    """The previous default: sparse (one LinearSVC, no NB-SVM, no second view) + text_nn +
-    image (the image unless `--no-image` disabled it), branches trained on train only; the
-    other hyperparameters as `model_params`."""
-    return {
-        **model_params,
-        "sparse": {
-            **(model_params.get("sparse") or {}),
-            "enabled": True,
-            "nb_svm": False,
-            "second_view": False,
-        },
-        "text_nn": {**(model_params.get("text_nn") or {}), "enabled": True},
-        "fusion": {**(model_params.get("fusion") or {}), "refit": False},
-    }
-
-
 def all_branches_params(model_params: dict[str, Any]) -> dict[str, Any]:
     """`model_params` with every branch on (the image unless `--no-image` disabled it),
     trained on train first (the refit comes after)."""
@@ -210,6 +193,14 @@ def all_branches_params(model_params: dict[str, Any]) -> dict[str, Any]:
         "text_nn": {**(model_params.get("text_nn") or {}), "enabled": True},
         "fusion": {**(model_params.get("fusion") or {}), "refit": False},
     }
+
+
+def previous_default_params(model_params: dict[str, Any]) -> dict[str, Any]:
+    """The previous default: every branch, the sparse one a single LinearSVC (no NB-SVM, no
+    second view), trained on train only; the other hyperparameters as `model_params`."""
+    params = all_branches_params(model_params)
+    params["sparse"] = {**params["sparse"], "nb_svm": False, "second_view": False}
+    return params
 
 
 def with_text_weights(clf: ProductClassifier, sparse_weight: float) -> ProductClassifier:
@@ -233,6 +224,15 @@ def without_branches(
     model.temperatures = {k: v for k, v in clf.temperatures.items() if k in names}
     model.fusion = fusion
     return model
+
+
+def text_only_throughput(model: ProductClassifier, test: pd.DataFrame) -> float:
+    """Products per second of one text-only batch prediction of `test` (after a warm-up)."""
+    text_only = test.assign(image_path="")
+    model.predict(text_only.head(50))
+    tick = time.perf_counter()
+    model.predict(text_only)
+    return len(test) / (time.perf_counter() - tick)
 
 
 def run_fold(
@@ -286,11 +286,7 @@ def run_fold(
     scores["sparse, one LinearSVC (previous), holdout"] = f1_scores(y_test, pred, full)
     out["fit_s"].update({f"previous {k}": v for k, v in previous.timings.items()})
     if throughput:
-        text_only = test.assign(image_path="")
-        previous.predict(text_only.head(50))
-        tick = time.perf_counter()
-        previous.predict(text_only)
-        out["text_only_products_per_s"] = {"holdout": len(test) / (time.perf_counter() - tick)}
+        out["text_only_products_per_s"] = {"holdout": text_only_throughput(previous, test)}
     del previous
 
     clf = ProductClassifier(all_branches_params(model_params), seed=seed)
@@ -298,19 +294,25 @@ def run_fold(
     classes = clf.classes_
     y_val = np.searchsorted(classes, val["prdtypecode"].to_numpy(dtype=np.int64))
     val_scores, val_masks, _ = timed_branch_scores(clf, val)
-    fusions = {
-        label: fit_branch_set(clf, names, val_scores, val_masks, y_val)
+    # Every fused row: its label, the classifier whose fusion inputs it uses, its branches.
+    variants: list[tuple[str, ProductClassifier, tuple[str, ...]]] = [
+        (label, clf, names)
         for label, names in BRANCH_SETS.items()
         if all(name in val_scores for name in names)
-    }
-    weighted = {
-        weight: (
-            model := with_text_weights(clf, weight),
-            fit_branch_set(model, ("sparse", "text_nn"), val_scores, val_masks, y_val),
-        )
-        for weight in sparse_weights
-        if "text_nn" in val_scores
-    }
+    ]
+    if "text_nn" in val_scores:
+        variants += [
+            (
+                f"sparse {weight:g} + text_nn {1 - weight:g}",
+                with_text_weights(clf, weight),
+                ("sparse", "text_nn"),
+            )
+            for weight in sparse_weights
+        ]
+    fusions = [
+        (label, model, names, fit_branch_set(model, names, val_scores, val_masks, y_val))
+        for label, model, names in variants
+    ]
     default_names = tuple(name for name in default_names if name in val_scores)
     default_fusion = fit_branch_set(clf, default_names, val_scores, val_masks, y_val)
 
@@ -330,17 +332,10 @@ def run_fold(
                 **f1_scores(y_test[rows], pred, full[rows]),
                 "n": int(rows.sum()),
             }
-        for label, fusion in fusions.items():
-            names = BRANCH_SETS[label]
-            probs = predict_branch_set(clf, fusion, names, test_scores, test_masks)
-            pred = classes[probs.argmax(axis=1)]
-            scores[f"{label}, {stage}"] = f1_scores(y_test, pred, full)
-        for weight, (model, fusion) in weighted.items():
-            names = ("sparse", "text_nn")
+        for label, model, names, fusion in fusions:
             probs = predict_branch_set(model, fusion, names, test_scores, test_masks)
             pred = classes[probs.argmax(axis=1)]
-            label = f"sparse {weight:g} + text_nn {1 - weight:g}, {stage}"
-            scores[label] = f1_scores(y_test, pred, full)
+            scores[f"{label}, {stage}"] = f1_scores(y_test, pred, full)
         if stage == "holdout":
             continue
         # The product itself: `clf` refit, less the branches its params leave out.
@@ -353,11 +348,7 @@ def run_fold(
         scores[DEFAULT]["ece"] = compute_calibration(probs.max(axis=1), pred == y_test).ece
         out["predict_s"][stage]["product_with_images"] = product_s / len(test) * 1000
         if throughput:
-            text_only = test.assign(image_path="")
-            product.predict(text_only.head(50))
-            tick = time.perf_counter()
-            product.predict(text_only)
-            out["text_only_products_per_s"]["refit"] = len(test) / (time.perf_counter() - tick)
+            out["text_only_products_per_s"]["refit"] = text_only_throughput(product, test)
     out["fit_s"].update(clf.timings)
     # What the default costs to train: its branches, twice (holdout + refit), and the fusion.
     out["fit_s"]["default (total)"] = sum(
