@@ -323,3 +323,14 @@ def test_sparse_branch_scores_two_classes_one_column_each() -> None:
         scores = model.decision_function(titles, descriptions)
         assert scores.shape == (len(titles), 2)
         assert (scores.argmax(axis=1) == labels[two]).mean() > 0.9
+
+
+def test_second_view_leaves_out_a_block_with_no_term_seen_twice() -> None:
+    titles, _, labels = sparse_corpus()
+    # One description in all: its character n-grams are each in one product (min_df 2).
+    descriptions = [""] * (len(titles) - 1) + ["zq"]
+    model = SparseTextModel(SparseParams(), seed=0).fit(titles, descriptions, labels)
+    assert list(model.view2_vectorizers) == ["text_words"]
+    assert len(model.view2_models) == 1
+    scores = model.decision_function(titles, descriptions)
+    assert (scores.argmax(axis=1) == labels).mean() > 0.9
