@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 JWT_SECRET = "console-tests-signing-secret-0123456789abcdef"
 PASSWORDS = {
-    "admin": "admin-password-1",
+    "admin": "console admin pass 7",
     "rita": "reviewer-password-1",
     "remi": "reviewer-password-2",
     "carl": "client-password-1",

@@ -343,6 +343,8 @@ def register_model(stack: Stack, model_dir: Path, model_name: str) -> str:
         "with mlflow.start_run() as run:\n"
         "    mlflow.log_artifacts(sys.argv[1], artifact_path='model')\n"
         "version = mlflow.register_model(f'runs:/{run.info.run_id}/model', sys.argv[2])\n"
+        "from rakuten_mlops.registry.integrity import record_artifacts_digest\n"
+        "record_artifacts_digest(MlflowClient(), sys.argv[2], version.version)\n"
         "MlflowClient().set_registered_model_alias(sys.argv[2], 'champion', version.version)\n"
         "print(version.version)\n"
     )

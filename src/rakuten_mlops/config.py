@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_issuer: str = "rakuten-mlops"
     jwt_audience: str = "rakuten-mlops-api"
-    access_token_expire_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # Access token life: a reviewer's working stretch. The console renews its session token
+    # while it is used, so a session ends after this long idle, not this long after sign-in.
+    access_token_expire_minutes: int = Field(default=30, ge=1, le=8 * 60)
     # Seconds the service keeps who a token or API key is (changes made through the service
     # apply at once; ones made with the `users` CLI or on another replica within this; 0: off).
     auth_cache_s: float = Field(default=2.0, ge=0.0, le=60.0)
@@ -129,6 +131,19 @@ class Settings(BaseSettings):
     rate_limit_api: str = "120/minute"
     # Shared rate-limit counters for every worker and replica (empty: in-memory, per process).
     redis_url: str = ""
+    # While Redis is down: false counts in each process's memory (limits stay, per replica);
+    # true lets every request through.
+    rate_limit_fail_open: bool = False
+    # Sign-in throttling per user name (POST /token and the console): after this many
+    # failures each attempt waits a lock of login_lock_s, doubled at every further failure up
+    # to login_lock_max_s; failures are forgotten login_forget_s after the last one and a
+    # success resets them.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lock_s: float = Field(default=1.0, gt=0.0)
+    login_lock_max_s: float = Field(default=300.0, gt=0.0)
+    login_forget_s: float = Field(default=900.0, gt=0.0)
+    # /docs and /openapi.json: None = on, except in RAKUTEN_ENV=prod.
+    api_docs: bool | None = None
     # Allowed browser origins, comma-separated (empty: CORS off).
     cors_origins: str = ""
     # GET /metrics needs `Authorization: Bearer <token>` when set.
@@ -139,11 +154,17 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=25_000_000, ge=1)
 
     # Review console
-    # Send the console's session cookie over HTTPS only (set it behind TLS).
-    console_cookie_secure: bool = False
+    # Send the console's session cookie over HTTPS only (None: only in RAKUTEN_ENV=prod).
+    console_cookie_secure: bool | None = None
     console_cookie_samesite: Literal["lax", "strict"] = "strict"
     # Items per page of the review queue and the corrections history.
     console_page_size: int = Field(default=20, ge=1, le=200)
+
+    @field_validator("console_cookie_secure", "api_docs", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        """An empty variable means "the default of this environment"."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("jwt_secret", "admin_password", "metrics_token", mode="before")
     @classmethod
@@ -167,6 +188,16 @@ class Settings(BaseSettings):
     # Proxies (comma-separated IPs or networks, "*" = any) whose X-Forwarded-For/-Proto
     # `serve` trusts: the client IP seen by the per-IP /token limit behind nginx/ingress.
     forwarded_allow_ips: str = "127.0.0.1,::1"
+
+    def cookie_secure(self) -> bool:
+        """Whether the console cookie is sent over HTTPS only (default: in prod)."""
+        if self.console_cookie_secure is None:
+            return self.env == "prod"
+        return self.console_cookie_secure
+
+    def docs_enabled(self) -> bool:
+        """Whether /docs and /openapi.json are served (default: outside prod)."""
+        return self.env != "prod" if self.api_docs is None else self.api_docs
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI in force (`MLFLOW_TRACKING_URI` first)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,12 @@ from fastapi.testclient import TestClient
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.serving.app import create_app
+from rakuten_mlops.serving.ratelimit import RedisLimiter
 from security_testing import SECURITY_SETTINGS, bearer, token_for
 from service_testing import (
     ServerProcess,
     TinyModel,
+    free_port,
     start_serve_process,
     started_postgres_port,
     throwaway_postgres_database,
@@ -135,3 +140,30 @@ def service_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("postgres_url")
         return url
     return f"sqlite:///{tmp_path}/service.db"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port of 127.0.0.1 (no persistence); stopped by PID."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (scripts/install-system-deps.sh installs it)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    limiter = RedisLimiter(url)
+    deadline = time.monotonic() + 20
+    while not asyncio.run(limiter.ping()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(10)

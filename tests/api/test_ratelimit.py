@@ -4,10 +4,7 @@ shared by two real server processes through a real redis-server."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,33 +29,6 @@ from security_testing import (
 from service_testing import ServerProcess, TinyModel, free_port
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free port of 127.0.0.1 (no persistence); stopped by PID."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (scripts/install-system-deps.sh installs it)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    limiter = RedisLimiter(url)
-    deadline = time.monotonic() + 20
-    while not asyncio.run(limiter.ping()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("redis-server did not start")
-        time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(10)
-
-
 def test_parse_rate() -> None:
     assert parse_rate("10/minute") == Rate(10, 60)
     assert parse_rate("5 / 10 seconds") == Rate(5, 10)
@@ -79,14 +49,35 @@ def test_memory_limiter_counts_per_key_and_says_when_to_retry() -> None:
         assert [d.allowed for d in decisions] == [True, True, True, False]
         assert 55 <= decisions[-1].retry_after_s <= 60
         assert (await limiter.hit("b", rate)).allowed
-        for i in range(10):  # many identities: memory stays bounded
-            await limiter.hit(f"ip-{i}", Rate(1, 1))
-        assert len(limiter._windows) <= 4
         short = Rate(1, 1)
         assert (await limiter.hit("c", short)).allowed
         assert not (await limiter.hit("c", short)).allowed
         await asyncio.sleep(1.05)
         assert (await limiter.hit("c", short)).allowed  # a new window
+
+    asyncio.run(scenario())
+
+
+def test_memory_limiter_under_key_flooding_forgets_nobody_and_stays_bounded() -> None:
+    async def scenario() -> None:
+        limiter = MemoryLimiter(max_keys=4)
+        rate = Rate(3, 60)
+        for _ in range(3):
+            await limiter.hit("attacker", rate)
+        assert not (await limiter.hit("attacker", rate)).allowed
+        # Flooding the table with new identities must not evict the attacker's window.
+        flood = [await limiter.hit(f"ip-{i}", rate) for i in range(50)]
+        assert not (await limiter.hit("attacker", rate)).allowed
+        assert len(limiter) <= 4 + 1  # the windows, and one shared overflow window
+        # New identities beyond the table share one window: the flood limits itself.
+        assert sum(d.allowed for d in flood) <= 3 + 3
+        # Once windows expire, their room is given to new identities again.
+        short = MemoryLimiter(max_keys=2)
+        await short.hit("x", Rate(1, 1))
+        await short.hit("y", Rate(1, 1))
+        await asyncio.sleep(1.05)
+        assert (await short.hit("z", Rate(1, 1))).allowed
+        assert (await short.hit("w", Rate(1, 1))).allowed
 
     asyncio.run(scenario())
 
@@ -142,7 +133,7 @@ def test_other_api_routes_have_their_own_limit(
     assert client.post("/v1/predict", data={"designation": "Roman"}).status_code == 200
 
 
-def test_redis_limiter_is_shared_and_fails_open(redis_url: str) -> None:
+def test_redis_limiter_is_shared_and_falls_back_to_memory(redis_url: str) -> None:
     async def scenario() -> None:
         first, second = RedisLimiter(redis_url), RedisLimiter(redis_url)
         rate = Rate(3, 60)
@@ -152,10 +143,18 @@ def test_redis_limiter_is_shared_and_fails_open(redis_url: str) -> None:
         assert (await first.hit("other-key", rate)).allowed
         await first.close()
         await second.close()
+        # Unreachable: the limits hold in this process's memory (RAKUTEN_RATE_LIMIT_FAIL_OPEN
+        # false, the default)...
         down = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0")
-        assert (await down.hit("k", Rate(1, 60))).allowed  # unreachable: let through
         assert (await down.hit("k", Rate(1, 60))).allowed
+        refused = await down.hit("k", Rate(1, 60))
+        assert not refused.allowed and refused.retry_after_s >= 55
         await down.close()
+        # ...or every request is let through when it is true.
+        open_ = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", fail_open=True)
+        assert (await open_.hit("k", Rate(1, 60))).allowed
+        assert (await open_.hit("k", Rate(1, 60))).allowed
+        await open_.close()
 
     asyncio.run(scenario())
 

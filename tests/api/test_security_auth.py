@@ -30,6 +30,8 @@ from security_testing import (
 )
 from service_testing import app_of
 
+PROD_SECRET = "Zq3-" + "k9Vw2pLx7" * 5  # what an operator sets: not one of the repository's
+
 # (method, path, body kwargs, lowest role allowed)
 ROUTES: list[tuple[str, str, dict[str, object], str]] = [
     ("POST", "/v1/predict", {"data": {"designation": "Piscine gonflable"}}, "client"),
@@ -158,10 +160,14 @@ def test_disabled_user_and_role_change_take_effect_at_once(anonymous: TestClient
     assert anonymous.get("/v1/predictions", headers=reviewer).status_code == 200
     demoted = anonymous.patch("/v1/admin/users/rita", json={"role": "client"}, headers=admin)
     assert demoted.status_code == 200 and demoted.json()["role"] == "client"
-    assert anonymous.get("/v1/predictions", headers=reviewer).status_code == 403  # same token
+    # A role change signs the user out: the reviewer's token is refused, a new one is a client's.
+    response = anonymous.get("/v1/predictions", headers=reviewer)
+    assert response.status_code == 401 and "revoked" in response.json()["detail"]
+    client = bearer(token_for(anonymous, "rita"))
+    assert anonymous.get("/v1/predictions", headers=client).status_code == 403
     disabled = anonymous.patch("/v1/admin/users/rita", json={"disabled": True}, headers=admin)
     assert disabled.json()["disabled"] is True
-    response = anonymous.get("/v1/model", headers=reviewer)
+    response = anonymous.get("/v1/model", headers=client)
     assert response.status_code == 401 and response.json()["detail"] == "user disabled"
     refused = anonymous.post("/token", data={"username": "rita", "password": "rita password"})
     assert refused.status_code == 401
@@ -243,7 +249,7 @@ def test_token_endpoint(anonymous: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["token_type"] == "bearer" and body["role"] == "admin"
-    assert body["expires_in"] == 3600 and response.headers["cache-control"] == "no-store"
+    assert body["expires_in"] == 1800 and response.headers["cache-control"] == "no-store"
     claims = jwt.decode(
         body["access_token"],
         TEST_JWT_SECRET,
@@ -252,7 +258,7 @@ def test_token_endpoint(anonymous: TestClient) -> None:
         issuer="rakuten-mlops",
     )
     assert claims["sub"] == ADMIN_USERNAME and claims["role"] == "admin"
-    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["exp"] - claims["iat"] == 1800
     for username, password in ((ADMIN_USERNAME, "wrong password"), ("ghost", ADMIN_PASSWORD)):
         refused = anonymous.post("/token", data={"username": username, "password": password})
         assert refused.status_code == 401
@@ -328,7 +334,7 @@ def test_secrets_refused_outside_dev(make_settings: Callable[..., Settings]) -> 
 
 
 def test_no_admin_and_no_password_refuses_to_start(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings(env="prod", admin_password=None))
+    app = create_app(make_settings(env="prod", admin_password=None, jwt_secret=PROD_SECRET))
     with pytest.raises(security.SecurityConfigError, match="no admin exists"), TestClient(app):
         pass
 
@@ -356,7 +362,12 @@ def test_security_headers_cors_off_by_default(anonymous: TestClient) -> None:
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["content-security-policy"].startswith("default-src 'none'")
     assert response.headers["referrer-policy"] == "no-referrer"
-    assert "content-security-policy" not in anonymous.get("/docs").headers  # CDN scripts
+    # The docs page loads Swagger UI from its CDN: its policy allows exactly those files.
+    policy = anonymous.get("/docs").headers["content-security-policy"]
+    assert (
+        "script-src https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js" in policy
+    )
+    assert "unsafe-inline" not in policy and "default-src 'none'" in policy
     preflight = anonymous.options(
         "/v1/predict",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},

@@ -38,13 +38,19 @@ def test_serve_refuses_placeholder_secrets_outside_dev(
         if key.startswith("RAKUTEN_"):
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("RAKUTEN_ENV", "prod")
+    secret = "Zq3-" + "k9Vw2pLx7" * 5
     for extra, message in (
-        ({}, "RAKUTEN_JWT_SECRET is missing"),
-        ({"RAKUTEN_JWT_SECRET": "changethis"}, "RAKUTEN_JWT_SECRET is missing, a placeholder"),
-        ({"RAKUTEN_JWT_SECRET": "x" * 40}, "RAKUTEN_ADMIN_PASSWORD is not set"),
+        ({}, "RAKUTEN_JWT_SECRET is not set"),
+        ({"RAKUTEN_JWT_SECRET": "changethis"}, "RAKUTEN_JWT_SECRET is a placeholder"),
+        ({"RAKUTEN_JWT_SECRET": "x" * 40}, "RAKUTEN_JWT_SECRET is a placeholder"),
+        ({"RAKUTEN_JWT_SECRET": secret}, "RAKUTEN_ADMIN_PASSWORD is not set"),
         (
-            {"RAKUTEN_JWT_SECRET": "x" * 40, "RAKUTEN_ADMIN_PASSWORD": "changethis"},
+            {"RAKUTEN_JWT_SECRET": secret, "RAKUTEN_ADMIN_PASSWORD": "CHANGE_ME"},
             "RAKUTEN_ADMIN_PASSWORD is a placeholder",
+        ),
+        (
+            {"RAKUTEN_JWT_SECRET": secret, "RAKUTEN_ADMIN_PASSWORD": "Wq8-mnb4"},
+            "RAKUTEN_ADMIN_PASSWORD must have at least 12 characters",
         ),
     ):
         for key in ("RAKUTEN_JWT_SECRET", "RAKUTEN_ADMIN_PASSWORD"):

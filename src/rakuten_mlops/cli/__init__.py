@@ -12,6 +12,7 @@ from rakuten_mlops.cli.model import register_model_commands
 from rakuten_mlops.cli.monitoring import monitor_app
 from rakuten_mlops.cli.registry import registry_app
 from rakuten_mlops.cli.score import register_score_command
+from rakuten_mlops.cli.secrets import secrets_app
 from rakuten_mlops.cli.service import register_service_commands
 from rakuten_mlops.cli.users import register_users_commands
 
@@ -30,6 +31,7 @@ app.add_typer(monitor_app, name="monitor")
 register_continuous_commands(app)
 register_users_commands(app)
 register_score_command(app)
+app.add_typer(secrets_app, name="secrets")
 
 
 def _version(value: bool) -> None:

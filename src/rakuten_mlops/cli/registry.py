@@ -1,4 +1,5 @@
-"""`rakuten-mlops registry ...`: list versions, promote one, roll the champion back."""
+"""`rakuten-mlops registry ...`: list versions, promote one, roll the champion back, record
+the digest of a version's files."""
 
 from __future__ import annotations
 
@@ -99,3 +100,21 @@ def rollback(
     model_name = name or get_settings().model_name
     current, previous = rollback_champion(_client(), model_name)
     console.print(f"{model_name}: champion v{current} -> v{previous}")
+
+
+@registry_app.command("record-digest")
+@handle_errors
+def record_digest(
+    version: Annotated[int, typer.Argument(help="The model version whose files you checked.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Registered model (default: RAKUTEN_MODEL_NAME).")
+    ] = None,
+) -> None:
+    """Tag a version with the SHA-256 of its files (`artifacts_sha256`), as `train --register`
+    does: the service then loads it only while its files match. For versions registered
+    without it, once you trust their files."""
+    from rakuten_mlops.registry.integrity import record_artifacts_digest
+
+    model = name or get_settings().model_name
+    digest = record_artifacts_digest(_client(), model, version)
+    console.print(f"models:/{model}/{version}: artifacts_sha256 {digest}", highlight=False)

@@ -1,4 +1,4 @@
-"""`rakuten-mlops users create|list|disable|enable|set-role|set-password|api-key`: the
+"""`rakuten-mlops users create|list|disable|enable|set-role|set-password|sign-out|api-key`: the
 service's users and API keys, in RAKUTEN_DATABASE_URL (migrated first).
 
 Passwords are read from stdin (`--password-stdin`) or a hidden prompt, never from argv.
@@ -151,6 +151,17 @@ def set_password(
     password = _read_password(password_stdin)
     _in_session(lambda s: security.set_user_password(s, username, password))
     console.print(f"password of {username!r} changed", highlight=False)
+
+
+@users_app.command("sign-out")
+@handle_errors
+def sign_out(username: Annotated[str, typer.Argument(help="User name.")]) -> None:
+    """Sign a user out everywhere: every token and console session issued until now is
+    refused (a running service notices within RAKUTEN_AUTH_CACHE_S seconds)."""
+    from rakuten_mlops.serving import security
+
+    _in_session(lambda s: security.sign_out_everywhere(s, username))
+    console.print(f"user {username!r} signed out everywhere", highlight=False)
 
 
 @api_key_app.command("create")

@@ -22,6 +22,7 @@ from rakuten_mlops.db import crud
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
+from rakuten_mlops.serving.api.docs import OPENAPI_URL, install_docs
 from rakuten_mlops.serving.api.main import include_api
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.console.routes import router as console_router
@@ -61,6 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=OPENAPI_URL if settings.docs_enabled() else None,
     )
     settings = install_security(app, settings)  # with the secrets generated for a dev run
     app.state.settings = settings
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.background = set()
     add_exception_handlers(app)
     include_api(app)
+    install_docs(app, settings)
     app.include_router(console_router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, batcher=batcher)
     return app

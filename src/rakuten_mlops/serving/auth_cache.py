@@ -17,9 +17,8 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import InstanceState, Session, sessionmaker
 
 from rakuten_mlops.db.models import ApiKey, User
+from rakuten_mlops.serving.security import AUTH_CHANGED as _CHANGED
 from rakuten_mlops.serving.security import Principal
-
-_CHANGED = "rakuten_auth_changed"
 
 
 @dataclass(frozen=True)

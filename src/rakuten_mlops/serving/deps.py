@@ -8,6 +8,7 @@ per user / API key (per client IP for `/token`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Literal
 
@@ -17,17 +18,19 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
+from rakuten_mlops.db.models import User
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.auth_cache import PrincipalCache
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.model_manager import ModelManager
 from rakuten_mlops.serving.predictor import PredictionService
-from rakuten_mlops.serving.ratelimit import Limiter, Rate
+from rakuten_mlops.serving.ratelimit import Limiter, LoginThrottle, Rate
 from rakuten_mlops.serving.recorder import PredictionRecorder
 from rakuten_mlops.serving.security import Principal, Role
 
 __all__ = ["CurrentPrincipal", "Principal", "Role", "rate_limit", "require_role"]
 
+logger = logging.getLogger(__name__)
 AUTHENTICATE = {"WWW-Authenticate": "Bearer"}
 # Shown in /docs: "Authorize" with a user's password, or an API key.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/token", auto_error=False)
@@ -50,6 +53,10 @@ async def get_current_principal(
     through this service is in force at the next request, one made elsewhere (the `users`
     CLI, another replica) within those seconds.
     """
+    known = getattr(request.state, "principal", None)
+    if known is not None:  # checked before the body was read (`preauth.PreAuthMiddleware`)
+        principal: Principal = known
+        return principal
     if not token and not api_key:
         raise _unauthorized(
             "not authenticated: send `Authorization: Bearer <token>` (POST /token) or `X-API-Key`"
@@ -90,6 +97,19 @@ def _authenticate(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """The caller when it sent a valid credential, None otherwise (for public routes that
+    tell more to some callers)."""
+    token = await oauth2_scheme(request)
+    api_key = await api_key_scheme(request)
+    if not token and not api_key:
+        return None
+    try:
+        return await get_current_principal(request, token, api_key)
+    except HTTPException:
+        return None
 
 
 def require_role(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
@@ -189,3 +209,42 @@ async def limit_token_requests(request: Request) -> None:
     """Count a login attempt per client IP (RAKUTEN_RATE_LIMIT_TOKEN); 429 beyond it."""
     host = request.client.host if request.client else "unknown"
     await enforce_rate_limit(request, "token", f"ip:{host}")
+
+
+class LoginLockedError(HTTPException):
+    """Too many failed sign-ins for one user name: 429 with `Retry-After`."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"too many failed sign-ins for this user; retry in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+async def check_login(
+    request: Request, session: Session, username: str, password: str
+) -> User | None:
+    """The user signing in with this name and password, None when they are wrong.
+
+    Throttled per user name (`LoginThrottle`): while the name is locked the password is not
+    even checked (429). Failures are logged with a digest of the submitted name, never the
+    name itself (it may be a password typed in the wrong field).
+
+    Raises:
+        LoginLockedError: the name is locked after repeated failures.
+    """
+    throttle: LoginThrottle = request.app.state.login_throttle
+    wait = await throttle.retry_after(username)
+    if wait > 0:
+        raise LoginLockedError(wait)
+    user = await run_in_threadpool(security.authenticate_user, session, username, password)
+    if user is None:
+        locked = await throttle.failed(username)
+        logger.info(
+            "login refused",
+            extra={"username_digest": security.digest_for_log(username), "locked_s": locked},
+        )
+        return None
+    await throttle.succeeded(username)
+    return user

@@ -21,7 +21,8 @@ from rakuten_mlops.serving import security
 from rakuten_mlops.serving.auth_cache import PrincipalCache
 from rakuten_mlops.serving.errors import error_body
 from rakuten_mlops.serving.inputs import BodySizeLimitMiddleware
-from rakuten_mlops.serving.ratelimit import make_limiter, parse_rate
+from rakuten_mlops.serving.preauth import PreAuthMiddleware
+from rakuten_mlops.serving.ratelimit import LoginPolicy, LoginThrottle, make_limiter, parse_rate
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ SECURITY_HEADERS = [
 # docs' Swagger UI from its CDN, the console) set their own policy or none.
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 _NO_STORE_PREFIXES = ("/token", "/v1/")
+# Sent on answers to HTTPS requests (directly, or from a trusted proxy's X-Forwarded-Proto):
+# browsers then refuse plain HTTP to this host for a year.
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 
 def install_security(app: FastAPI, settings: Settings) -> Settings:
@@ -55,9 +59,21 @@ def install_security(app: FastAPI, settings: Settings) -> Settings:
         "token": parse_rate(settings.rate_limit_token),
         "api": parse_rate(settings.rate_limit_api),
     }
-    app.state.limiter = make_limiter(settings.redis_url)
+    app.state.limiter = make_limiter(settings.redis_url, settings.rate_limit_fail_open)
+    app.state.login_throttle = LoginThrottle(
+        LoginPolicy(
+            max_failures=settings.login_max_failures,
+            lock_s=settings.login_lock_s,
+            lock_max_s=settings.login_lock_max_s,
+            forget_s=settings.login_forget_s,
+        ),
+        settings.redis_url,
+    )
     app.state.principals = PrincipalCache(settings.auth_cache_s)
     app.state.metrics_server = None
+    # Innermost (before any route reads a body), inside CORS and the security headers, which
+    # then dress its 401s too: nothing of an anonymous caller's body is read.
+    app.add_middleware(PreAuthMiddleware)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
@@ -105,6 +121,7 @@ def start_security(app: FastAPI) -> None:
 async def stop_security(app: FastAPI) -> None:
     """At shutdown: close the limiter's connections and the metrics server."""
     await app.state.limiter.close()
+    await app.state.login_throttle.close()
     server = app.state.metrics_server
     if server is not None:
         httpd, thread = server
@@ -128,6 +145,7 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        https = scope.get("scheme") == "https"
         if path == "/metrics" and not self._metrics_allowed(scope):
             status = 404 if self.metrics_elsewhere else 401
             detail = "not found" if status == 404 else "metrics need `Authorization: Bearer`"
@@ -147,6 +165,8 @@ class SecurityHeadersMiddleware:
                     for h in self._headers(path, message["status"], html=html)
                     if h[0] not in present
                 ]
+                if https and HSTS[0] not in present:
+                    extra.append(HSTS)
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import unicodedata
 import warnings
 
@@ -20,6 +21,9 @@ from rakuten_mlops.serving.errors import error_body
 # What the model reads; the declared content type (when one is declared) must agree.
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _NEUTRAL_CONTENT_TYPES = {"", "application/octet-stream"}
+# Image checks run in worker threads (never on the event loop); at most this many decode at
+# once, so that many parallel uploads cannot hold many 25-megapixel bitmaps in memory.
+_DECODING = threading.BoundedSemaphore(2)
 # Control characters refused in text (tab, newline and carriage return are fine).
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 
@@ -31,6 +35,8 @@ def image_problem(data: bytes, max_pixels: int, content_type: str | None = None)
     bytes), anything Pillow cannot identify, formats other than JPEG/PNG/WebP, more than
     `max_pixels` pixels (decompression bombs are refused from the header, before decoding),
     and truncated or corrupt files (JPEG decoded at 1/8 scale, PNG checksums verified).
+    Pillow is only allowed to open the accepted formats (no other decoder sees the bytes).
+    It decodes, so call it from a worker thread (`run_in_threadpool`), not the event loop.
     """
     declared = (content_type or "").split(";")[0].strip().lower()
     if declared not in _NEUTRAL_CONTENT_TYPES and declared not in IMAGE_FORMATS.values():
@@ -38,7 +44,7 @@ def image_problem(data: bytes, max_pixels: int, content_type: str | None = None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with _DECODING, Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
                 image_format = image.format or ""
                 width, height = image.size
                 if image_format not in IMAGE_FORMATS:

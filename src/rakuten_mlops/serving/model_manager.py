@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ from rakuten_mlops.inference.model_io import (
     items_from_output,
     load_items_predictor,
 )
+from rakuten_mlops.registry.integrity import fetch_verified_model
 from rakuten_mlops.serving.runner import ModelProcess
 
 if TYPE_CHECKING:  # the model's libraries load in the model process, not here
@@ -65,6 +68,15 @@ class LoadedModel:
     # through `predict`'s output DataFrame.
     predict_items: ItemsFn | None = field(default=None, repr=False, compare=False)
     process: ModelProcess | None = field(default=None, repr=False, compare=False)
+    # The checked local copy of a registry version's files (removed when it is released).
+    local_dir: Path | None = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Stop the model's process and remove its local copy (once out of service)."""
+        if self.process is not None:
+            self.process.close()
+        if self.local_dir is not None:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
 
     def predict_products(
         self,
@@ -118,6 +130,7 @@ class ModelSource:
     alias: str | None
     run_id: str | None
     metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def challenger_uri(settings: Settings) -> str | None:
@@ -167,6 +180,7 @@ def resolve_source(uri: str, settings: Settings) -> ModelSource:
             alias=alias_match["alias"] if alias_match else None,
             run_id=mv.run_id or None,
             metrics=metrics,
+            tags=dict(mv.tags or {}),
         )
     local = Path(uri)
     run_id: str | None = None
@@ -192,16 +206,25 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
     source = resolve_source(uri, settings)
     predict_items: ItemsFn | None = None
     process: ModelProcess | None = None
-    if settings.model_process:
-        import mlflow
-
-        process = ModelProcess(
-            source.load_uri,
-            tracking_uri=mlflow.get_tracking_uri() if source.version is not None else None,
-            num_threads=settings.model_threads,
+    load_uri, local_dir = source.load_uri, None
+    if source.version is not None:  # a registry version: its files, checked, on local disk
+        local, local_dir = fetch_verified_model(
+            source.name,
+            source.version,
+            source.tags,
+            Path(tempfile.gettempdir()) / "rakuten-models",
+            require_digest=settings.env == "prod",
         )
-    else:
-        predict_items = load_items_predictor(source.load_uri, name=uri)
+        load_uri = str(local)
+    try:
+        if settings.model_process:
+            process = ModelProcess(load_uri, tracking_uri=None, num_threads=settings.model_threads)
+        else:
+            predict_items = load_items_predictor(load_uri, name=uri)
+    except BaseException:
+        if local_dir is not None:
+            shutil.rmtree(local_dir, ignore_errors=True)
+        raise
     return LoadedModel(
         variant=variant,
         uri=uri,
@@ -213,6 +236,7 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
         metrics=source.metrics,
         predict_items=predict_items,
         process=process,
+        local_dir=local_dir,
     )
 
 
@@ -295,11 +319,13 @@ class ModelManager:
     def _retire(self, replaced: tuple[LoadedModel | None, ...]) -> None:
         """Stop the processes of replaced models, `RAKUTEN_MODEL_RETIRE_S` later (requests
         that took them before the swap finish on them)."""
-        in_service = {id(m.process) for m in (self.champion, self.challenger) if m is not None}
-        for process in {id(m.process): m.process for m in replaced if m is not None}.values():
-            if process is None or id(process) in in_service:
+        current = [m for m in (self.champion, self.challenger) if m is not None]
+        in_service: set[object] = {id(m.process) for m in current if m.process is not None}
+        in_service |= {str(m.local_dir) for m in current if m.local_dir is not None}
+        for model in {id(m): m for m in replaced if m is not None}.values():
+            if id(model.process) in in_service or str(model.local_dir) in in_service:
                 continue
-            timer = threading.Timer(self.settings.model_retire_s, process.close)
+            timer = threading.Timer(self.settings.model_retire_s, model.release)
             timer.daemon = True
             timer.start()
 
@@ -307,9 +333,8 @@ class ModelManager:
         """Stop every model process (at shutdown, after the last prediction)."""
         with self._swap_lock:
             models = (self.champion, self.challenger)
-        for model in models:
-            if model is not None and model.process is not None:
-                model.process.close()
+        for model in {id(m): m for m in models if m is not None}.values():
+            model.release()
 
     def _load_all(self) -> tuple[LoadedModel, LoadedModel | None]:
         champion = load_model(self.settings.serve_model, "champion", self.settings)

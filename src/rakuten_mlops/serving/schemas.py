@@ -12,6 +12,9 @@ from rakuten_mlops.data.schema import CATEGORY_NAMES, PRODUCT_CODES
 MAX_TITLE_CHARS = 1_000
 MAX_DESCRIPTION_CHARS = 20_000
 MAX_ID_CHARS = 64
+# Integers in queries, paths and forms that reach the database (INTEGER is 32-bit signed in
+# PostgreSQL; anything larger is refused with a 422, never passed on).
+MAX_DB_INT = 2**31 - 1
 
 
 class TopClassOut(BaseModel):

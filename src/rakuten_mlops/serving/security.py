@@ -6,10 +6,13 @@
   `iss`, `aud`, `iat`, `exp`. Tokens of any other algorithm (`none` included), a forged
   signature, an expired token or one of a user disabled (or deleted) since it was issued
   are refused; the role in force is the user's current one, read at each request.
+* Tokens carry the user's `ver` (token version): changing the password or the role,
+  disabling the user and "sign out everywhere" raise it, so every token issued before is
+  refused (at once on this replica, within RAKUTEN_AUTH_CACHE_S on the others).
 * API keys (`X-API-Key`) look like `rk_<prefix>_<secret>`: the prefix finds the row, the
   SHA-256 of the whole key is compared in constant time; the key itself is shown once.
 
-The console (issue 10) logs in with the same functions: `authenticate_user`,
+The review console signs in with the same functions: `authenticate_user`,
 `create_access_token`, `principal_from_token`.
 """
 
@@ -28,10 +31,11 @@ import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
+from rakuten_mlops import secret_rules
 from rakuten_mlops.config import Settings
 from rakuten_mlops.db.models import ApiKey, User
 from rakuten_mlops.errors import RakutenError
@@ -40,9 +44,13 @@ Role = Literal["admin", "reviewer", "client"]
 ROLES: tuple[str, ...] = get_args(Role)
 JWT_ALGORITHM = "HS256"
 API_KEY_PREFIX = "rk_"
-PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "password", "admin"})
-MIN_JWT_SECRET_CHARS = 32
+MIN_JWT_SECRET_CHARS = secret_rules.MIN_JWT_SECRET_CHARS
 MIN_PASSWORD_CHARS = 8
+MIN_ADMIN_PASSWORD_CHARS = secret_rules.MIN_ADMIN_PASSWORD_CHARS
+# `session.info` flag: this session changed who a credential is (the auth cache drops its
+# entries when the session commits).
+AUTH_CHANGED = "rakuten_auth_changed"
+LAST_ADMIN = "the last enabled admin cannot be disabled or demoted"
 # `last_used_at` of an API key is written at most this often (not a DB write per request).
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -100,8 +108,15 @@ def check_password_strength(password: str) -> None:
     """
     if len(password) < MIN_PASSWORD_CHARS:
         raise UserError(f"password: at least {MIN_PASSWORD_CHARS} characters")
-    if password.lower() in PLACEHOLDER_SECRETS:
-        raise UserError("password: a placeholder, choose a real one")
+    if secret_rules.looks_like_placeholder(password):
+        raise UserError("password: a placeholder or a common password, choose a real one")
+
+
+def digest_for_log(username: str) -> str:
+    """What the logs say of a submitted user name: a short SHA-256 digest and its length (a
+    name typed in the password field must not end up in the logs)."""
+    digest = hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()[:12]
+    return f"sha256:{digest}/{len(username)}"
 
 
 def authenticate_user(session: Session, username: str, password: str) -> User | None:
@@ -137,6 +152,7 @@ def create_access_token(settings: Settings, user: User, expires_in: timedelta | 
         "sub": user.username,
         "uid": user.id,
         "role": user.role,
+        "ver": user.token_version or 0,
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "iat": now,
@@ -181,7 +197,8 @@ def authenticate_token(session: Session, settings: Settings, token: str) -> tupl
     (Unix time).
 
     Raises:
-        AuthError: the token is invalid, or its user is unknown, replaced or disabled.
+        AuthError: the token is invalid, revoked (signed out, password or role changed), or
+            its user is unknown, replaced or disabled.
     """
     claims = decode_access_token(settings, token)
     user = get_user(session, str(claims["sub"]))
@@ -189,6 +206,8 @@ def authenticate_token(session: Session, settings: Settings, token: str) -> tupl
         raise AuthError("invalid token")
     if user.disabled:
         raise AuthError("user disabled")
+    if claims.get("ver", 0) != (user.token_version or 0):
+        raise AuthError("token revoked: sign in again")
     expiry = claims["exp"]
     return Principal(user.username, _role(user.role)), float(expiry)  # type: ignore[arg-type]
 
@@ -319,13 +338,18 @@ def _role(role: str) -> Role:
 
 
 def validate_username(username: str) -> str:
-    """A user name: 1 to 150 letters, digits or `._@-`.
+    """A user name: 1 to 150 ASCII letters, digits or `._@-`, not only dots (`.` and `..`
+    would change the meaning of a URL path such as `/v1/admin/users/<name>`).
 
     Raises:
-        UserError: empty, too long or other characters.
+        UserError: empty, too long, only dots or other characters.
     """
-    if not 1 <= len(username) <= 150 or not all(c.isalnum() or c in "._@-" for c in username):
+    if not 1 <= len(username) <= 150 or not all(
+        c.isascii() and (c.isalnum() or c in "._@-") for c in username
+    ):
         raise UserError("username: 1 to 150 letters, digits or . _ @ -")
+    if not username.strip("."):
+        raise UserError("username: not only dots (. and .. are parts of a URL path)")
     return username
 
 
@@ -346,40 +370,97 @@ def create_user(session: Session, username: str, password: str, role: str) -> Us
     return user
 
 
+def _update_user(
+    session: Session, user: User, values: dict[str, object], *, keep_an_admin: bool = False
+) -> None:
+    """Write `values` to `user` and raise its token version (every earlier token is refused).
+
+    With `keep_an_admin`, the write happens only if another enabled admin remains, checked
+    in the same statement (atomic on SQLite, whose writes are serialised) after locking the
+    enabled admins' rows (PostgreSQL: a concurrent demotion waits, then sees this one).
+
+    Raises:
+        UserError: `keep_an_admin` and `user` is the last enabled admin.
+    """
+    statement = (
+        update(User)
+        .where(User.id == user.id)
+        .values(**values, token_version=User.token_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if keep_an_admin:
+        session.flush()
+        # FOR UPDATE (nothing on SQLite): two demotions of two admins cannot both pass.
+        session.scalars(
+            select(User.id).where(User.role == "admin", User.disabled.is_(False)).with_for_update()
+        ).all()
+        other = aliased(User)
+        others = (
+            select(func.count())
+            .select_from(other)
+            .where(other.role == "admin", other.disabled.is_(False), other.id != user.id)
+            .scalar_subquery()
+        )
+        statement = statement.where(others > 0)
+    result = session.execute(statement)
+    if getattr(result, "rowcount", 1) == 0:
+        raise UserError(LAST_ADMIN)
+    session.info[AUTH_CHANGED] = True
+    session.expire(user)
+
+
+def _is_enabled_admin(user: User) -> bool:
+    return user.role == "admin" and not user.disabled
+
+
 def set_user_disabled(session: Session, username: str, disabled: bool = True) -> User:
     """Disable (or enable) a user: its tokens and API keys stop working at once.
 
     Raises:
-        UserError: unknown user.
+        UserError: unknown user, or the last enabled admin would be disabled.
     """
     user = require_user(session, username)
-    user.disabled = disabled
-    session.flush()
+    if bool(user.disabled) != disabled:
+        keep = disabled and _is_enabled_admin(user)
+        _update_user(session, user, {"disabled": disabled}, keep_an_admin=keep)
     return user
 
 
 def set_user_role(session: Session, username: str, role: str) -> User:
-    """Change a user's role (in force at its next request).
+    """Change a user's role (in force at its next request; its earlier tokens are refused).
 
     Raises:
-        UserError: unknown user or role.
+        UserError: unknown user or role, or the last enabled admin would be demoted.
     """
+    new_role = validate_role(role)
     user = require_user(session, username)
-    user.role = validate_role(role)
-    session.flush()
+    if user.role != new_role:
+        keep = _is_enabled_admin(user) and new_role != "admin"
+        _update_user(session, user, {"role": new_role}, keep_an_admin=keep)
     return user
 
 
 def set_user_password(session: Session, username: str, password: str) -> User:
-    """Set a user's password.
+    """Set a user's password (every token issued before is refused).
 
     Raises:
         UserError: unknown user or a weak password.
     """
     check_password_strength(password)
     user = require_user(session, username)
-    user.password_hash = hash_password(password)
-    session.flush()
+    _update_user(session, user, {"password_hash": hash_password(password)})
+    return user
+
+
+def sign_out_everywhere(session: Session, username: str) -> User:
+    """Refuse every access token and console session of `username` issued until now (its API
+    keys are revoked one by one, `revoke_api_key`).
+
+    Raises:
+        UserError: unknown user.
+    """
+    user = require_user(session, username)
+    _update_user(session, user, {})
     return user
 
 
@@ -403,47 +484,67 @@ class StartupSecrets:
     generated_admin_password: str | None
 
 
-def _is_placeholder(value: str) -> bool:
-    return value.strip().lower() in PLACEHOLDER_SECRETS
-
-
 def resolve_secrets(settings: Settings) -> StartupSecrets:
     """Check the secrets; in `RAKUTEN_ENV=dev`, generate the missing ones.
 
-    Outside dev, a missing, placeholder or short JWT secret and a placeholder admin password
-    refuse the start (a missing admin password is refused later, only when an admin has to
-    be created).
+    Outside dev, the start is refused for: a missing JWT secret; any secret (JWT secret, admin
+    password, metrics token, service API key, the passwords inside the database and Redis
+    URLs) that looks like a placeholder (`secret_rules.looks_like_placeholder`); a JWT secret
+    shorter than 32 characters or an admin password shorter than 12; and, in prod, the
+    development values committed to the repository (`dev-only-...`, `tests-only-...`). A
+    missing admin password is refused later, only when an admin has to be created.
 
     Raises:
-        SecurityConfigError: a secret is unusable outside dev.
+        SecurityConfigError: a secret is unusable outside dev (the message names every one).
     """
     dev = settings.env == "dev"
     updates: dict[str, object] = {}
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
-    generated_secret = False
-    if not secret or _is_placeholder(secret) or len(secret) < MIN_JWT_SECRET_CHARS:
-        if not dev:
+    password = settings.admin_password.get_secret_value() if settings.admin_password else ""
+    if not dev:
+        problems = [] if secret else ["RAKUTEN_JWT_SECRET is not set"]
+        problems += secret_rules.check_secrets(
+            {
+                "RAKUTEN_JWT_SECRET": secret,
+                "RAKUTEN_ADMIN_PASSWORD": password,
+                "RAKUTEN_METRICS_TOKEN": _secret_value(settings.metrics_token),
+                "RAKUTEN_SERVICE_API_KEY": _secret_value(settings.service_api_key),
+                "RAKUTEN_DATABASE_URL": settings.database_url,
+                "RAKUTEN_REDIS_URL": settings.redis_url,
+            },
+            settings.env,
+            minimum={
+                "RAKUTEN_JWT_SECRET": MIN_JWT_SECRET_CHARS,
+                "RAKUTEN_ADMIN_PASSWORD": MIN_ADMIN_PASSWORD_CHARS,
+            },
+        )
+        if problems:
             raise SecurityConfigError(
-                "RAKUTEN_JWT_SECRET is missing, a placeholder or shorter than "
-                f"{MIN_JWT_SECRET_CHARS} characters; set a random one "
-                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                "; ".join(problems)
+                + " (a random one: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+    generated_secret = False
+    if dev and (
+        not secret
+        or secret_rules.looks_like_placeholder(secret)
+        or len(secret) < MIN_JWT_SECRET_CHARS
+    ):
         updates["jwt_secret"] = SecretStr(secrets.token_urlsafe(48))
         generated_secret = True
-    password = settings.admin_password.get_secret_value() if settings.admin_password else ""
     generated_password: str | None = None
-    if password and (_is_placeholder(password) or len(password) < MIN_PASSWORD_CHARS):
-        if not dev:
-            raise SecurityConfigError(
-                "RAKUTEN_ADMIN_PASSWORD is a placeholder or shorter than "
-                f"{MIN_PASSWORD_CHARS} characters; set a real one"
-            )
-        password = ""
-    if not password and dev:
+    if dev and (
+        not password
+        or secret_rules.looks_like_placeholder(password)
+        or len(password) < MIN_PASSWORD_CHARS
+    ):
         generated_password = secrets.token_urlsafe(12)
         updates["admin_password"] = SecretStr(generated_password)
     resolved = settings.model_copy(update=updates) if updates else settings
     return StartupSecrets(resolved, generated_secret, generated_password)
+
+
+def _secret_value(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 def ensure_first_admin(session: Session, settings: Settings) -> User | None:

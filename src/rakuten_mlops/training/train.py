@@ -51,6 +51,7 @@ from rakuten_mlops.evaluation.evaluate import (
 )
 from rakuten_mlops.evaluation.gate import GateDecision, GatePolicy, decide_promotion
 from rakuten_mlops.evaluation.reports import plot_training_curves
+from rakuten_mlops.registry.integrity import record_artifacts_digest
 from rakuten_mlops.registry.registry import (
     CHAMPION,
     get_alias_version,
@@ -288,6 +289,8 @@ def _run_training(
         aliases: dict[str, int] = {}
         if register:
             version = _registered_version(model_info, settings.model_name)
+            # Before any alias points at it: the service loads only files matching this tag.
+            record_artifacts_digest(client, settings.model_name, version)
             aliases = _apply_gate(client, settings.model_name, version, decision, evaluation)
 
         saved_to: Path | None = None

@@ -2,7 +2,8 @@
 
 The session cookie carries the same signed access token as the API's `POST /token`
 (`create_access_token`), checked at every request with `principal_from_token`, so a
-disabled user or a changed role is in force at once. CSRF tokens are HMACs of the session
+disabled user, a changed role or a sign-out is in force at once. A session in use is
+renewed past half its token's life (`renewed_token`). CSRF tokens are HMACs of the session
 token (a double-submit nonce cookie before sign-in), so every form proves it was served to
 the holder of the session.
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
@@ -23,20 +27,38 @@ SESSION_COOKIE = "rakuten_console"
 LOGIN_CSRF_COOKIE = "rakuten_console_login"
 
 
-def sign_in(session: Session, settings: Settings, username: str, password: str) -> str | None:
-    """A session token (the API's access token) for this user name and password, or None."""
-    user = security.authenticate_user(session, username, password)
-    if user is None:
-        return None
-    return security.create_access_token(settings, user)
-
-
 def principal_of(session: Session, settings: Settings, token: str) -> Principal | None:
     """The signed-in user of a session token; None when it is invalid, expired or disabled."""
     try:
         return security.principal_from_token(session, settings, token)
     except security.AuthError:
         return None
+
+
+async def session_is_valid(request: Request, token: str) -> bool:
+    """Whether a session token is valid now (read in a worker thread, never on the loop)."""
+    settings: Settings = request.app.state.settings
+
+    def check() -> bool:
+        with request.app.state.session_factory() as session:
+            return principal_of(session, settings, token) is not None
+
+    return await run_in_threadpool(check)
+
+
+def renewed_token(session: Session, settings: Settings, token: str) -> str | None:
+    """A fresh token for a valid session token past half its life, None otherwise."""
+    try:
+        claims = security.decode_access_token(settings, token)
+    except security.AuthError:
+        return None
+    issued, expires = float(claims["iat"]), float(claims["exp"])  # type: ignore[arg-type]
+    if time.time() < issued + (expires - issued) / 2:
+        return None
+    user = security.get_user(session, str(claims["sub"]))
+    if user is None or user.disabled:
+        return None
+    return security.create_access_token(settings, user)
 
 
 def csrf_key(settings: Settings) -> bytes:

@@ -28,6 +28,7 @@ from fastapi import (
     UploadFile,
     status,
 )
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
@@ -40,6 +41,7 @@ from rakuten_mlops.data.schema import CATEGORY_NAMES, PRODUCT_CODES
 from rakuten_mlops.db import crud, crud_console
 from rakuten_mlops.db.crud_console import QueueFilters, QueueOrder
 from rakuten_mlops.db.models import Prediction
+from rakuten_mlops.serving import security
 from rakuten_mlops.serving.api.routes import users as users_api
 from rakuten_mlops.serving.api.routes.feedback import post_feedback
 from rakuten_mlops.serving.api.routes.model import model_info
@@ -54,6 +56,7 @@ from rakuten_mlops.serving.deps import (
     RecorderDep,
     SessionDep,
     SettingsDep,
+    check_login,
     limit_token_requests,
     rate_limit,
 )
@@ -61,6 +64,7 @@ from rakuten_mlops.serving.errors import validation_errors
 from rakuten_mlops.serving.model_manager import ModelNotReadyError
 from rakuten_mlops.serving.reloading import start_reload
 from rakuten_mlops.serving.schemas import (
+    MAX_DB_INT,
     MAX_DESCRIPTION_CHARS,
     MAX_TITLE_CHARS,
     FeedbackRequest,
@@ -84,6 +88,7 @@ NOTICES = {
     "undone": "Your last correction is undone; the item is back in the queue.",
     "user-created": "User created.",
     "user-updated": "User updated.",
+    "user-signed-out": "User signed out everywhere.",
     "key-revoked": "API key revoked.",
 }
 
@@ -137,6 +142,9 @@ def render(
     response = templates().TemplateResponse(request, template, values, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = CONSOLE_CSP
+    renewed = getattr(request.state, "console_renewed_token", None)
+    if renewed:
+        _set_cookie(response, request.app.state.settings, auth.SESSION_COOKIE, renewed, None)
     return response
 
 
@@ -204,12 +212,21 @@ router = APIRouter(prefix="/console", route_class=ConsoleRoute, include_in_schem
 
 
 def console_principal(request: Request, settings: SettingsDep) -> Principal:
-    """The signed-in user of the session cookie (sign-in page otherwise)."""
+    """The signed-in user of the session cookie (sign-in page otherwise).
+
+    A session used past half its token's life gets a fresh token (the page sets the cookie),
+    so a reviewer at work stays signed in and an idle session ends after the token's life.
+    """
     token = request.cookies.get(auth.SESSION_COOKIE)
     if not token:
         raise LoginRequiredError
     with request.app.state.session_factory() as session:
         principal = auth.principal_of(session, settings, token)
+        if principal is not None:
+            renewed = auth.renewed_token(session, settings, token)
+            if renewed is not None:
+                request.state.console_renewed_token = renewed
+                token = renewed
     if principal is None:
         raise LoginRequiredError
     request.state.console_principal = principal
@@ -338,10 +355,11 @@ def login_page(
 @router.post(
     "/login",
     response_class=HTMLResponse,
-    # Same limit per client IP as `POST /token`: the form is no way around it.
+    # Same limits per client IP and per user name as `POST /token`: the form is no way
+    # around them.
     dependencies=[Depends(limit_token_requests)],
 )
-def login(
+async def login(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -356,7 +374,8 @@ def login(
         raise ConsoleForbiddenError(
             "The sign-in form expired or did not come from this console; reload the page."
         )
-    token = auth.sign_in(session, settings, username.strip(), password)
+    user = await check_login(request, session, username.strip(), password)
+    token = None if user is None else security.create_access_token(settings, user)
     if token is None:
         request.state.console_csrf = expected
         return render(
@@ -372,15 +391,19 @@ def login(
 
 
 @router.post("/logout", dependencies=[CsrfDep])
-def logout(settings: SettingsDep) -> Response:
-    """End the session (the cookie is removed)."""
+def logout(request: Request, settings: SettingsDep, principal: ReviewerDep) -> Response:
+    """Sign out: the cookie is removed and every session and token of the user issued until
+    now is refused (a copied cookie is of no use any more)."""
+    with request.app.state.session_factory() as session:
+        security.sign_out_everywhere(session, principal.username)
+        session.commit()
     response = RedirectResponse(
         "/console/login?notice=signed-out", status_code=status.HTTP_303_SEE_OTHER
     )
     response.delete_cookie(
         auth.SESSION_COOKIE,
         path="/console",
-        secure=settings.console_cookie_secure,
+        secure=settings.cookie_secure(),
         httponly=True,
         samesite=settings.console_cookie_samesite,
     )
@@ -395,7 +418,7 @@ def _set_cookie(
         value,
         max_age=max_age,
         path="/console",
-        secure=settings.console_cookie_secure,
+        secure=settings.cookie_secure(),
         httponly=True,
         samesite=settings.console_cookie_samesite,
     )
@@ -498,10 +521,10 @@ def queue_page(
     settings: SettingsDep,
     recorder: RecorderDep,
     principal: ReviewerDep,
-    code: Annotated[int | None, Query(description="Predicted code.")] = None,
+    code: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="Predicted code.")] = None,
     day: Annotated[date | None, Query(description="Day of the prediction (UTC).")] = None,
     order: Annotated[QueueOrder, Query()] = "oldest",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Response:
     """The predictions waiting for review: the current item and the ones after it."""
     recorder.flush()  # include predictions answered moments ago
@@ -524,11 +547,11 @@ def review_item(
     recorder: RecorderDep,
     predictor: PredictorDep,
     principal: ReviewerDep,
-    prdtypecode: Annotated[int, Form()],
-    code: Annotated[int | None, Form()] = None,
+    prdtypecode: Annotated[int, Form(ge=0, le=MAX_DB_INT)],
+    code: Annotated[int | None, Form(ge=0, le=MAX_DB_INT)] = None,
     day: Annotated[date | None, Form()] = None,
     order: Annotated[QueueOrder, Form()] = "oldest",
-    offset: Annotated[int, Form(ge=0)] = 0,
+    offset: Annotated[int, Form(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Response:
     """Store the reviewer's code (accepted or corrected) with the API's feedback function."""
     try:
@@ -558,7 +581,7 @@ def history_page(
     settings: SettingsDep,
     principal: ReviewerDep,
     mine: Annotated[bool, Query()] = False,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Response:
     """Who corrected what and when; the user's own latest correction can be undone."""
     limit = settings.console_page_size
@@ -586,7 +609,7 @@ def history_page(
 def undo_last(
     session: SessionDep,
     principal: ReviewerDep,
-    feedback_id: Annotated[int, Form()],
+    feedback_id: Annotated[int, Form(ge=1, le=MAX_DB_INT)],
 ) -> Response:
     """Undo the user's own latest correction (409 for any other)."""
     try:
@@ -699,6 +722,15 @@ def update_user(
     )
 
 
+@router.post("/admin/users/{username}/sign-out", dependencies=[CsrfDep])
+def sign_out_user(username: str, session: SessionDep, principal: AdminDep) -> Response:
+    """Sign a user out everywhere (the API's `POST /v1/admin/users/.../sign-out`)."""
+    users_api.sign_out_user(username, session)
+    return RedirectResponse(
+        "/console/admin/users?notice=user-signed-out", status_code=status.HTTP_303_SEE_OTHER
+    )
+
+
 @router.post("/admin/api-keys", response_class=HTMLResponse, dependencies=[CsrfDep])
 def create_api_key(
     request: Request,
@@ -715,7 +747,9 @@ def create_api_key(
 
 
 @router.post("/admin/api-keys/{key_id}/revoke", dependencies=[CsrfDep])
-def revoke_api_key(key_id: int, session: SessionDep, principal: AdminDep) -> Response:
+def revoke_api_key(
+    key_id: Annotated[int, PathParam(ge=1, le=MAX_DB_INT)], session: SessionDep, principal: AdminDep
+) -> Response:
     """Revoke an API key (the API's `DELETE /v1/admin/api-keys/...`)."""
     users_api.revoke_api_key(key_id, session)
     return RedirectResponse(

@@ -1,20 +1,24 @@
-"""Log in: `POST /token` (OAuth2 password flow) answers a signed access token."""
+"""Sign in and out: `POST /token` (OAuth2 password flow) answers a signed access token;
+`POST /v1/auth/logout` signs the caller out everywhere (every token issued until now)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.deps import (
     AUTHENTICATE,
+    CurrentPrincipal,
     Role,
     SessionDep,
     SettingsDep,
+    check_login,
     limit_token_requests,
 )
 from rakuten_mlops.serving.schemas import ErrorResponse
@@ -39,18 +43,21 @@ class TokenResponse(BaseModel):
     responses={
         401: {"model": ErrorResponse, "description": "Wrong user name or password."},
         422: {"model": ErrorResponse, "description": "Missing field; `errors` names it."},
-        429: {"model": ErrorResponse, "description": "Too many attempts from this address."},
+        429: {
+            "model": ErrorResponse,
+            "description": "Too many attempts from this address or for this user name.",
+        },
     },
 )
-def login(
+async def login(
+    request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
 ) -> TokenResponse:
     """Exchange a user name and password (form fields) for an access token."""
-    user = security.authenticate_user(session, form.username, form.password)
+    user = await check_login(request, session, form.username, form.password)
     if user is None:
-        logger.info("login refused", extra={"username": form.username[:150]})
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="incorrect user name or password",
@@ -62,3 +69,28 @@ def login(
         expires_in=settings.access_token_expire_minutes * 60,
         role=security.validate_role(user.role),
     )
+
+
+class LogoutResponse(BaseModel):
+    """The caller is signed out everywhere."""
+
+    username: str
+    signed_out: Literal[True] = True
+
+
+@router.post(
+    "/v1/auth/logout",
+    response_model=LogoutResponse,
+    responses={401: {"model": ErrorResponse, "description": "No valid token or API key."}},
+)
+async def logout(request: Request, principal: CurrentPrincipal) -> LogoutResponse:
+    """Sign out everywhere: every access token and console session of the caller issued until
+    now is refused from now on (API keys stay valid: revoke them one by one)."""
+
+    def sign_out() -> None:
+        with request.app.state.session_factory() as session:
+            security.sign_out_everywhere(session, principal.username)
+            session.commit()
+
+    await run_in_threadpool(sign_out)
+    return LogoutResponse(username=principal.username)

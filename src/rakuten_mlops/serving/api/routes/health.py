@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from rakuten_mlops.serving.deps import MetricsDep, ModelsDep
+from rakuten_mlops.serving.deps import MetricsDep, ModelsDep, optional_principal
 from rakuten_mlops.serving.schemas import HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
@@ -23,15 +23,19 @@ def health() -> HealthResponse:
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "No model loaded yet."}},
 )
-def ready(models: ModelsDep) -> ReadyResponse | JSONResponse:
-    """200 once a model is loaded, 503 before (with the reason when the load failed)."""
+async def ready(request: Request, models: ModelsDep) -> ReadyResponse | JSONResponse:
+    """200 once a model is loaded, 503 before. Why a load failed (registry names, internal
+    URLs) is told to admins only (a bearer token or API key of an admin)."""
     champion = models.champion
     if champion is not None:
         return ReadyResponse(status="ready", model_version=champion.version)
     state = models.status
-    body = ReadyResponse(
-        status="failed" if state.state == "failed" else "loading", detail=state.error
-    )
+    detail = None
+    if state.error:
+        caller = await optional_principal(request)
+        detail = state.error if caller is not None and caller.role == "admin" else None
+        detail = detail or "the model could not be loaded (details for admins)"
+    body = ReadyResponse(status="failed" if state.state == "failed" else "loading", detail=detail)
     return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 

@@ -7,6 +7,7 @@ import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, HTTPException, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -107,9 +108,11 @@ async def predict(
         if len(image_bytes) > settings.max_image_bytes:
             raise _too_large("image", len(image_bytes), settings.max_image_bytes)
         image_bytes = image_bytes or None  # an empty file part: no image chosen
-        problem = image_bytes and image_problem(
-            image_bytes, settings.max_image_pixels, image.content_type
-        )
+        problem = None
+        if image_bytes:
+            problem = await run_in_threadpool(
+                image_problem, image_bytes, settings.max_image_pixels, image.content_type
+            )
         if problem:
             raise invalid("image", problem)
     product = ProductIn(
@@ -143,15 +146,9 @@ async def predict_batch(
             detail=f"items: {len(body.items)} products, at most {settings.batch_max_items} "
             "per batch (RAKUTEN_BATCH_MAX_ITEMS)",
         )
-    results: list[BatchItemResult] = []
-    valid: list[tuple[int, ProductIn]] = []
-    for index, raw in enumerate(body.items):
-        product, errors = _batch_product(index, raw, settings)
-        if product is None:
-            results.append(BatchItemResult(index=index, ok=False, errors=errors))
-        else:
-            results.append(BatchItemResult(index=index, ok=True))
-            valid.append((index, product))
+    # Base64 decoding and image checks take milliseconds per image: in a worker thread,
+    # never on the event loop (which keeps answering other requests meanwhile).
+    results, valid = await run_in_threadpool(_batch_products, body.items, settings)
     request_id = request_id_var.get()
     products = [product for _, product in valid]
     if products:
@@ -166,6 +163,21 @@ async def predict_batch(
                 username=principal.username,
             )
     return BatchResponse(results=results, succeeded=len(valid), failed=len(results) - len(valid))
+
+
+def _batch_products(
+    items: list[dict[str, object]], settings: Settings
+) -> tuple[list[BatchItemResult], list[tuple[int, ProductIn]]]:
+    results: list[BatchItemResult] = []
+    valid: list[tuple[int, ProductIn]] = []
+    for index, raw in enumerate(items):
+        product, errors = _batch_product(index, raw, settings)
+        if product is None:
+            results.append(BatchItemResult(index=index, ok=False, errors=errors))
+        else:
+            results.append(BatchItemResult(index=index, ok=True))
+            valid.append((index, product))
+    return results, valid
 
 
 def _batch_product(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from rakuten_mlops.db import crud
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.serving.deps import RecorderDep, SessionDep, require_role
-from rakuten_mlops.serving.schemas import PredictionPage, PredictionRecord
+from rakuten_mlops.serving.schemas import MAX_DB_INT, PredictionPage, PredictionRecord
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -24,12 +24,14 @@ def list_predictions(
     session: SessionDep,
     recorder: RecorderDep,
     needs_review: Annotated[bool | None, Query(description="Only (un)flagged ones.")] = None,
-    prdtypecode: Annotated[int | None, Query(description="Predicted code.")] = None,
+    prdtypecode: Annotated[
+        int | None, Query(ge=0, le=MAX_DB_INT, description="Predicted code.")
+    ] = None,
     variant: Annotated[Literal["champion", "challenger"] | None, Query()] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601; UTC when no offset.")] = None,
     include_shadow: Annotated[bool, Query(description="Also silent challenger ones.")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> PredictionPage:
     """Recent predictions, newest first, filtered and paginated."""
     recorder.flush()  # include predictions answered moments ago

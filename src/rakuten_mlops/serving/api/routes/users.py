@@ -9,13 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from rakuten_mlops.db.models import ApiKey, User
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.deps import CurrentPrincipal, Role, SessionDep, require_role
-from rakuten_mlops.serving.schemas import ErrorResponse
+from rakuten_mlops.serving.schemas import MAX_DB_INT, ErrorResponse
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -28,6 +28,15 @@ router = APIRouter(
     },
 )
 USERNAME_PATTERN = r"^[A-Za-z0-9._@-]{1,150}$"
+
+
+def _not_only_dots(username: str) -> str:
+    if not username.strip("."):  # `.` and `..` would change the meaning of `/users/<name>`
+        raise ValueError("not only dots (. and .. are parts of a URL path)")
+    return username
+
+
+Username = Annotated[str, Field(pattern=USERNAME_PATTERN), AfterValidator(_not_only_dots)]
 
 
 class UserOut(BaseModel):
@@ -52,7 +61,7 @@ class UserCreate(BaseModel):
         },
     )
 
-    username: str = Field(pattern=USERNAME_PATTERN)
+    username: Username
     password: SecretStr = Field(min_length=security.MIN_PASSWORD_CHARS, max_length=256)
     role: Role
 
@@ -89,7 +98,7 @@ class ApiKeyCreate(BaseModel):
         json_schema_extra={"examples": [{"username": "merchant-tool", "name": "catalogue sync"}]},
     )
 
-    username: str = Field(pattern=USERNAME_PATTERN)
+    username: Username
     name: str = Field(min_length=1, max_length=100, pattern=r"\S")
 
 
@@ -145,18 +154,11 @@ def update_user(
 ) -> User:
     """Change a user's role, disable or enable it, or set its password.
 
-    The last enabled admin can be neither disabled nor demoted (409).
+    The last enabled admin can be neither disabled nor demoted (409). A role or password
+    change and a disable sign the user out everywhere (its earlier tokens are refused).
     """
     try:
         user = security.require_user(session, username)
-        demoted = body.role is not None and body.role != "admin"
-        last_admin = (
-            user.role == "admin"
-            and not user.disabled
-            and security.count_enabled_admins(session) <= 1
-        )
-        if last_admin and (demoted or body.disabled):
-            raise security.UserError("the last enabled admin cannot be disabled or demoted")
         if body.role is not None:
             security.set_user_role(session, username, body.role)
         if body.disabled is not None:
@@ -165,6 +167,18 @@ def update_user(
             security.set_user_password(session, username, body.password.get_secret_value())
     except security.UserError as exc:
         session.rollback()
+        raise _fail(exc) from None
+    session.commit()
+    return user
+
+
+@router.post("/users/{username}/sign-out", response_model=UserOut)
+def sign_out_user(username: str, session: SessionDep) -> User:
+    """Sign a user out everywhere: every access token and console session issued until now
+    is refused (its API keys are revoked one by one)."""
+    try:
+        user = security.sign_out_everywhere(session, username)
+    except security.UserError as exc:
         raise _fail(exc) from None
     session.commit()
     return user
@@ -191,7 +205,9 @@ def create_api_key(body: ApiKeyCreate, session: SessionDep) -> ApiKeyCreated:
 
 
 @router.delete("/api-keys/{key_id}", response_model=ApiKeyOut)
-def revoke_api_key(key_id: int, session: SessionDep) -> ApiKeyOut:
+def revoke_api_key(
+    key_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], session: SessionDep
+) -> ApiKeyOut:
     """Revoke an API key (it stops working at once; idempotent)."""
     try:
         row = security.revoke_api_key(session, key_id)
