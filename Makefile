@@ -76,6 +76,19 @@ bench: install ## Benchmark quality and speed on the shared sample (prints numbe
 bench-api: install ## Benchmark the prediction service against `mlflow models serve` (prints a table)
 	$(PY) bench/bench_api.py --source $(RAKUTEN_SOURCE)
 
+# docker-compose v1 (Debian's package) or the compose plugin, whichever is present.
+COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
+COMPOSE_PROFILES ?= --profile core --profile monitoring
+
+.PHONY: compose-up compose-down
+compose-up: install ## Start compose.yaml (core + monitoring); writes .env with random secrets when missing
+	@test -f .env || $(CLI) secrets generate-env --env-file .env --template .env.example
+	$(CLI) secrets check --env-file .env
+	$(COMPOSE) $(COMPOSE_PROFILES) up -d
+
+compose-down: ## Stop compose.yaml and remove its containers, networks and volumes (KEEP_VOLUMES=1 keeps data)
+	$(COMPOSE) $(COMPOSE_PROFILES) --profile orchestration down $(if $(KEEP_VOLUMES),,--volumes)
+
 .PHONY: loop-demo
 loop-demo: install system-deps airflow-venv ## See drift -> alert -> retrain -> gate -> reload on this machine (needs `make pipeline` first)
 	bash scripts/loop-demo.sh
