@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     model_retire_s: float = Field(default=30.0, ge=0.0)
     record_flush_ms: float = Field(default=200.0, gt=0.0)
     record_batch_size: int = Field(default=256, ge=1)
+    # Prediction records waiting in memory while the database is down; beyond it (and at a
+    # shutdown during an outage) they go to an append-only spool file in record_spool_dir,
+    # written to the database when it is back (at start-up too), each row once.
+    record_queue_max: int = Field(default=50_000, ge=1)
+    record_spool_dir: Path = Path("data/service/spool")
+    # Seconds between two checks of the service database (rakuten_db_up, /ready's
+    # "database"); the Retry-After of the 503s that need it.
+    db_probe_s: float = Field(default=2.0, gt=0.0)
+    db_retry_after_s: int = Field(default=5, ge=1)
     log_file: Path | None = Path("logs/service.log")
     log_title_chars: int = Field(default=80, ge=0)
     image_store_dir: Path | None = None
@@ -122,6 +131,9 @@ class Settings(BaseSettings):
     # Seconds the service keeps who a token or API key is (changes made through the service
     # apply at once; ones made with the `users` CLI or on another replica within this; 0: off).
     auth_cache_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    # While the service database is unreachable, callers seen within this many seconds are
+    # let in as they were then (tokens checked by signature and claims); others get 503.
+    auth_stale_s: float = Field(default=300.0, ge=0.0)
     # First admin, created at start-up when no enabled admin exists.
     admin_username: str = "admin"
     admin_password: SecretStr | None = None

@@ -61,13 +61,13 @@ def drift(
     Exits 0 whether drift is found or not (the verdict is in the report, the database and
     the `rakuten_drift_detected` gauge); non-zero only when the check cannot run.
     """
-    from rakuten_mlops.db.migrate import upgrade_database
+    from rakuten_mlops.db.session import check_service_database
     from rakuten_mlops.monitoring.drift import NotEnoughRowsError
     from rakuten_mlops.monitoring.runs import resolve_window, run_drift_check
 
     settings = get_settings()
     window = resolve_window(since, start, end)
-    upgrade_database(settings.database_url)
+    check_service_database(settings.database_url)
     try:
         check = run_drift_check(
             settings, window, reference_split=reference, model_uri=model, out_dir=out_dir
@@ -121,10 +121,12 @@ def quality(
     Beside them, the expected accuracy (mean calibrated top-1 confidence) over all the
     window's predictions and over the labelled ones.
     """
+    from rakuten_mlops.db.session import check_service_database
     from rakuten_mlops.monitoring.quality import format_quality
     from rakuten_mlops.monitoring.runs import resolve_window, run_quality_check
 
     settings = get_settings()
+    check_service_database(settings.database_url)
     window = resolve_window(since, start, end, default_since=f"{settings.quality_window_days}d")
     rows = run_quality_check(settings, window, n_boot=bootstrap)
     if as_json:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from rakuten_mlops.cli._common import console, handle_errors
+from rakuten_mlops.cli._common import console, err_console, handle_errors
 from rakuten_mlops.config import get_settings
 from rakuten_mlops.errors import DataError, ModelError
 
@@ -53,9 +53,12 @@ def serve(
 ) -> None:
     """Start the prediction service (uvicorn) with the model loaded once per worker."""
     import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
 
     from rakuten_mlops.db.migrate import upgrade_database
-    from rakuten_mlops.serving.security import prepare_serve
+    from rakuten_mlops.db.session import DatabaseError
+    from rakuten_mlops.serving.db_health import is_unavailable
+    from rakuten_mlops.serving.security import prepare_serve, resolve_secrets
 
     # The app (in this process with one worker, or in each worker) builds its settings from
     # the environment: pass the options that way, before the settings are read and cached.
@@ -73,8 +76,22 @@ def serve(
     host = host or settings.serve_host
     port = port or settings.serve_port
     workers = workers or settings.serve_workers
-    upgrade_database(settings.database_url)  # once, before the workers start
-    prepare_serve(settings)  # secrets checked, first admin created once
+    try:
+        upgrade_database(settings.database_url)  # once, before the workers start
+        prepare_serve(settings)  # secrets checked, first admin created once
+    except (DatabaseError, SQLAlchemyError) as exc:
+        if not is_unavailable(exc.__cause__ or exc):
+            raise
+        # Predictions need no database: start, and let the app migrate, create the first
+        # admin and write spooled records once the database answers.
+        resolved = resolve_secrets(settings)  # the secrets are still checked now
+        if resolved.generated_jwt_secret and resolved.settings.jwt_secret is not None:
+            os.environ["RAKUTEN_JWT_SECRET"] = resolved.settings.jwt_secret.get_secret_value()
+        err_console.print(
+            f"warning: {exc}; starting anyway (503 for what needs the database until it answers)",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"serving {uri} on http://{host}:{port} ({workers} worker(s)); docs at "
         f"http://{host}:{port}/docs",
@@ -105,7 +122,10 @@ def db_upgrade(
 
     url = get_settings().database_url
     reached = upgrade_database(url, revision)
-    console.print(f"service database at revision {reached}: {_safe_url(url)}", highlight=False)
+    from rakuten_mlops.db.session import redact_database_url
+
+    shown = redact_database_url(url)
+    console.print(f"service database at revision {reached}: {shown}", highlight=False)
 
 
 @abtest_app.command("report")
@@ -121,10 +141,16 @@ def abtest_report(
     """Compare champion and challenger on feedback: accuracy, weighted F1 (CI), agreement,
     latency, and whether the difference is significant."""
     from rakuten_mlops.db import crud
-    from rakuten_mlops.db.session import make_engine, make_session_factory
+    from rakuten_mlops.db.session import (
+        check_service_database,
+        make_engine,
+        make_session_factory,
+    )
     from rakuten_mlops.evaluation.abtest import compare_variants
 
-    engine = make_engine(get_settings().database_url)
+    url = get_settings().database_url
+    check_service_database(url)  # never creates an empty database
+    engine = make_engine(url)
     try:
         with make_session_factory(engine)() as session:
             rows = crud.predictions_with_feedback(session, _parse_since(since))
@@ -151,13 +177,3 @@ def _parse_since(text: str | None) -> datetime | None:
             f"--since: expected a duration like 7d / 12h or an ISO date, got {text!r}"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<invalid URL>"

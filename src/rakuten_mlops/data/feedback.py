@@ -59,6 +59,7 @@ from rakuten_mlops.data.schema import (
     Y_TRAIN_FILE,
     image_filename,
 )
+from rakuten_mlops.db.session import redact_database_url
 from rakuten_mlops.errors import DataError, RakutenError
 
 logger = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def export_feedback(
         counts = count_classes(products[TARGET_COL])
         manifest = {
             "created_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
-            "database": redact_url(database_url),
+            "database": redact_database_url(database_url),
             "source": source,
             "first_feedback_id": int(rows["feedback_id"].min()),
             "last_feedback_id": last_id,
@@ -327,13 +328,15 @@ def _service_connection(database_url: str) -> Iterator[Any]:
     try:
         engine = make_engine(database_url)
     except (RakutenError, SQLAlchemyError, ValueError) as exc:
-        raise DataError(f"invalid RAKUTEN_DATABASE_URL {redact_url(database_url)}: {exc}") from exc
+        raise DataError(
+            f"invalid RAKUTEN_DATABASE_URL {redact_database_url(database_url)}: {exc}"
+        ) from exc
     try:
         with engine.connect() as conn:
             yield conn
     except SQLAlchemyError as exc:
         raise DataError(
-            f"cannot read the service database {redact_url(database_url)}: {exc}"
+            f"cannot read the service database {redact_database_url(database_url)}: {exc}"
         ) from exc
     finally:
         engine.dispose()
@@ -365,7 +368,7 @@ def read_reviewed_feedback(
         missing = {"predictions", "feedback"} - names
         if missing:
             raise DataError(
-                f"{redact_url(database_url)}: no {', '.join(sorted(missing))} table; "
+                f"{redact_database_url(database_url)}: no {', '.join(sorted(missing))} table; "
                 "run `rakuten-mlops db upgrade` (the service creates them)"
             )
         predictions = sa.Table("predictions", metadata, autoload_with=conn)
@@ -741,16 +744,6 @@ def sqlite_path(database_url: str) -> Path | None:
         return None
     path = database_url.removeprefix("sqlite:///").split("?", 1)[0]
     return Path(path) if path not in ("", ":memory:") else None
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL: show only its scheme
-        return url.split(":", 1)[0] + ":..."
 
 
 def _text_keys(frame: pd.DataFrame) -> pd.Series:

@@ -9,7 +9,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.exc import SQLAlchemyError
 
-from rakuten_mlops.db.session import DatabaseError, make_engine, normalize_url
+from rakuten_mlops.db.session import (
+    DatabaseError,
+    make_engine,
+    normalize_url,
+    redact_database_url,
+)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -37,7 +42,11 @@ def upgrade_database(url: str, revision: str = "head") -> str | None:
             command.upgrade(config, revision)
         return current_revision_of(engine)
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot migrate the service database: {exc}") from exc
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+        raise DatabaseError(
+            f"cannot migrate the service database {redact_database_url(url)}: {reason}; check "
+            "RAKUTEN_DATABASE_URL and that the database server is running"
+        ) from exc
     finally:
         engine.dispose()
 

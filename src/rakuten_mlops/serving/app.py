@@ -26,8 +26,14 @@ from rakuten_mlops.serving.api.docs import OPENAPI_URL, install_docs
 from rakuten_mlops.serving.api.main import include_api
 from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.console.routes import router as console_router
+from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
 from rakuten_mlops.serving.errors import add_exception_handlers
-from rakuten_mlops.serving.hardening import install_security, start_security, stop_security
+from rakuten_mlops.serving.hardening import (
+    install_security,
+    start_metrics_port,
+    start_security,
+    stop_security,
+)
 from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.middleware import RequestContextMiddleware
@@ -88,14 +94,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         import torch
 
         torch.set_num_threads(settings.num_threads)
-    await asyncio.to_thread(upgrade_database, settings.database_url)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
+    health = DatabaseHealth(app.state.metrics.db_up, settings.db_retry_after_s)
+    app.state.db_health = health
     recorder = PredictionRecorder(
         session_factory,
         flush_interval_s=settings.record_flush_ms / 1000,
         batch_size=settings.record_batch_size,
         image_store_dir=settings.image_store_dir,
+        queue_max=settings.record_queue_max,
+        spool_dir=settings.record_spool_dir,
+        on_write=lambda error: _note_write(health, error),
     )
     predictor = PredictionService(
         settings, app.state.models, app.state.batcher, recorder, app.state.metrics
@@ -107,9 +117,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.principals.watch(session_factory)  # user / key changes drop cached callers
     app.state.recorder = recorder
     app.state.predictor = predictor
-    await asyncio.to_thread(start_security, app)  # first admin; refuses to start without one
-    with session_factory() as session:
-        predictor.restore_online_accuracy(crud.latest_feedback_outcomes(session))
+    # Migrations, the first admin (refuses to start without one), the online accuracy and the
+    # records spooled during an outage. With the database unreachable the service starts
+    # anyway (predictions for callers it can check, 503 for the rest) and does these when
+    # the database answers.
+    database_ready = asyncio.Event()
+    try:
+        await asyncio.to_thread(_start_database_work, app)
+        database_ready.set()
+    except Exception as exc:
+        if not is_unavailable(exc) and not is_unavailable(exc.__cause__ or exc):
+            raise
+        health.failed(exc.__cause__ or exc)
+    starting = asyncio.create_task(_finish_database_work(app, database_ready))
+    await asyncio.to_thread(start_metrics_port, app)
+    watcher = asyncio.create_task(health.watch(engine, settings.db_probe_s))
     recorder.start()
     app.state.batcher.start()
     # What start-up made (modules, settings, the app) lives as long as the process: out of
@@ -125,10 +147,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        for task in (poller, watcher, starting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await app.state.batcher.stop()
         await asyncio.to_thread(app.state.models.close)  # model processes, after the last call
         await asyncio.to_thread(recorder.close)
@@ -137,6 +160,43 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.dispose()
         logger.info("service stopped", extra={"records_written": recorder.written})
         stop_service_logging()
+
+
+def _start_database_work(app: FastAPI) -> None:
+    """What start-up needs the database for (blocking): migrate, the first admin, the online
+    accuracy, the records spooled during an outage."""
+    settings: Settings = app.state.settings
+    upgrade_database(settings.database_url)
+    start_security(app)
+    with app.state.session_factory() as session:
+        app.state.predictor.restore_online_accuracy(crud.latest_feedback_outcomes(session))
+    app.state.recorder.replay_spool()
+    app.state.db_health.succeeded()
+
+
+async def _finish_database_work(app: FastAPI, done: asyncio.Event) -> None:
+    """Retry the start-up's database work until the database answers (when it did not at
+    start-up)."""
+    health: DatabaseHealth = app.state.db_health
+    while not done.is_set():
+        await asyncio.sleep(app.state.settings.db_probe_s)
+        try:
+            await asyncio.to_thread(_start_database_work, app)
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            if not is_unavailable(cause) and not is_unavailable(exc):
+                logger.exception("start-up database work failed; retrying")
+            health.failed(cause)
+            continue
+        logger.info("start-up database work done")
+        done.set()
+
+
+def _note_write(health: DatabaseHealth, error: BaseException | None) -> None:
+    if error is None:
+        health.succeeded()
+    elif is_unavailable(error):
+        health.failed(error)
 
 
 def _update_model_metrics(manager: ModelManager, succeeded: bool, metrics: ServiceMetrics) -> None:

@@ -1,10 +1,11 @@
 """A short-lived cache of who a credential is, so that a request does not read the users
 table (in a worker thread) each time.
 
-An entry lives `RAKUTEN_AUTH_CACHE_S` seconds at most, never past its token's expiry, and
+An entry is used `RAKUTEN_AUTH_CACHE_S` seconds at most, never past its token's expiry, and
 every cached entry is dropped as soon as this process commits a change to a user or an API
 key (the admin API, the console). A change made elsewhere (the `users` CLI, another
-replica) is in force within `RAKUTEN_AUTH_CACHE_S`; 0 turns the cache off.
+replica) is in force within `RAKUTEN_AUTH_CACHE_S`; 0 turns the cache off. While the
+database is unreachable, the last known state is used for `RAKUTEN_AUTH_STALE_S` seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import InstanceState, Session, sessionmaker
 
 from rakuten_mlops.db.models import ApiKey, User
 from rakuten_mlops.serving.security import AUTH_CHANGED as _CHANGED
-from rakuten_mlops.serving.security import Principal
+from rakuten_mlops.serving.security import Principal, UserState
 
 
 @dataclass(frozen=True)
@@ -27,33 +28,47 @@ class CachedPrincipal:
 
     principal: Principal
     rate_key: str
-    expires: float  # time.monotonic() deadline
+    verified_at: float  # time.monotonic() of the database read
+    valid_until: float | None  # the token's expiry (Unix time), None for an API key
 
 
 class PrincipalCache:
-    """Credential -> principal for a few seconds (credentials kept only as SHA-256)."""
+    """Credential -> principal for a few seconds (credentials kept only as SHA-256).
 
-    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+    Entries are also kept, as the last known state, for `stale_s` seconds: while the
+    database is unreachable a caller seen within that time is still let in (`get_stale`,
+    `known_user`), never past its token's expiry; a caller never seen is not.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000, stale_s: float = 0.0) -> None:
         self.ttl_s = ttl_s
+        self.stale_s = stale_s
         self.max_entries = max_entries
         self._entries: dict[bytes, CachedPrincipal] = {}
+        self._users: dict[str, tuple[UserState, float]] = {}
 
     @staticmethod
     def _key(credential: str) -> bytes:
         return hashlib.sha256(credential.encode("utf-8")).digest()
 
-    def get(self, credential: str) -> CachedPrincipal | None:
-        """The cached principal of `credential`, None when absent or expired."""
-        if self.ttl_s <= 0:
+    def _lookup(self, credential: str, max_age_s: float) -> CachedPrincipal | None:
+        if max_age_s <= 0:
             return None
-        key = self._key(credential)
-        entry = self._entries.get(key)
-        if entry is None:
+        entry = self._entries.get(self._key(credential))
+        if entry is None or time.monotonic() - entry.verified_at >= max_age_s:
             return None
-        if entry.expires <= time.monotonic():
-            self._entries.pop(key, None)
+        if entry.valid_until is not None and entry.valid_until <= time.time():
             return None
         return entry
+
+    def get(self, credential: str) -> CachedPrincipal | None:
+        """The cached principal of `credential`, None when absent or older than the TTL."""
+        return self._lookup(credential, self.ttl_s)
+
+    def get_stale(self, credential: str) -> CachedPrincipal | None:
+        """The last known principal of `credential` (seen within `stale_s`), for when the
+        database cannot be read."""
+        return self._lookup(credential, max(self.stale_s, self.ttl_s))
 
     def put(
         self,
@@ -63,22 +78,35 @@ class PrincipalCache:
         valid_until: float | None = None,
     ) -> None:
         """Cache `principal` for `credential` (`valid_until`: the token's expiry, Unix time)."""
-        if self.ttl_s <= 0:
+        if self.ttl_s <= 0 and self.stale_s <= 0:
             return
-        lifetime = self.ttl_s
-        if valid_until is not None:
-            lifetime = min(lifetime, valid_until - time.time())
-        if lifetime <= 0:
+        if valid_until is not None and valid_until <= time.time():
             return
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[self._key(credential)] = CachedPrincipal(
-            principal, rate_key, time.monotonic() + lifetime
+            principal, rate_key, time.monotonic(), valid_until
         )
+
+    def remember_user(self, username: str, state: UserState) -> None:
+        """Keep the state of a user just read from the database."""
+        if self.stale_s <= 0:
+            return
+        if len(self._users) >= self.max_entries:
+            self._users.clear()
+        self._users[username] = (state, time.monotonic())
+
+    def known_user(self, username: str) -> UserState | None:
+        """The last known state of `username`, when read within `stale_s`."""
+        known = self._users.get(username)
+        if known is None or time.monotonic() - known[1] >= self.stale_s:
+            return None
+        return known[0]
 
     def clear(self) -> None:
         """Forget every entry (a user or an API key changed)."""
         self._entries.clear()
+        self._users.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -15,12 +15,14 @@ from typing import Annotated, Literal
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.db.models import User
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.auth_cache import PrincipalCache
+from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.model_manager import ModelManager
 from rakuten_mlops.serving.predictor import PredictionService
@@ -71,7 +73,14 @@ async def get_current_principal(
             )
         except security.AuthError as exc:
             raise _unauthorized(str(exc)) from None
-        cache.put(credential, principal, rate_key, valid_until)
+        except SQLAlchemyError as exc:
+            if not is_unavailable(exc):
+                raise
+            request.app.state.db_health.failed(exc)
+            principal, rate_key = _last_known(request, credential, token)
+        else:
+            request.app.state.db_health.succeeded()
+            cache.put(credential, principal, rate_key, valid_until)
     else:
         principal, rate_key = cached.principal, cached.rate_key
     request.state.rate_key = rate_key
@@ -86,14 +95,55 @@ def _authenticate(
 
     Raises:
         AuthError: the credential is not valid.
+        SQLAlchemyError: the database could not be read.
     """
     settings: Settings = request.app.state.settings
+    cache: PrincipalCache = request.app.state.principals
     with request.app.state.session_factory() as session:
         if token:
-            principal, valid_until = security.authenticate_token(session, settings, token)
+            claims = security.decode_access_token(settings, token)
+            user = security.get_user(session, str(claims["sub"]))
+            if user is None:
+                raise security.AuthError("invalid token")
+            state = security.UserState.of(user)
+            cache.remember_user(user.username, state)
+            principal, valid_until = security.principal_of_claims(claims, state)
             return principal, f"user:{principal.username}", valid_until
         principal, key = security.principal_from_api_key(session, str(api_key))
         return principal, f"key:{key.prefix}", None
+
+
+def _last_known(request: Request, credential: str, token: str | None) -> tuple[Principal, str]:
+    """Who a credential was when the database last answered (`RAKUTEN_AUTH_STALE_S`): a token
+    is checked by its signature and claims against its user's last known state.
+
+    Raises:
+        HTTPException: 401 for a token that is invalid even so; 503 with `Retry-After` for a
+            caller not seen recently enough (nothing to check it against).
+    """
+    cache: PrincipalCache = request.app.state.principals
+    stale = cache.get_stale(credential)
+    if stale is not None:
+        return stale.principal, stale.rate_key
+    if token:
+        try:
+            claims = security.decode_access_token(request.app.state.settings, token)
+        except security.AuthError as exc:
+            raise _unauthorized(str(exc)) from None
+        state = cache.known_user(str(claims["sub"]))
+        if state is not None:
+            try:
+                principal, _ = security.principal_of_claims(claims, state)
+            except security.AuthError as exc:
+                raise _unauthorized(str(exc)) from None
+            return principal, f"user:{principal.username}"
+    health: DatabaseHealth = request.app.state.db_health
+    raise HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail="the service database is unavailable and this caller was not seen recently; "
+        f"retry in {health.retry_after_s} s",
+        headers={"Retry-After": str(health.retry_after_s)},
+    )
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]

@@ -77,7 +77,25 @@ async def _not_ready_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def database_unavailable(request: Request, exc: BaseException) -> tuple[str, dict[str, str]]:
+    """The 503 message and headers of a route that needs the unreachable database (and the
+    outage noted on the app's `DatabaseHealth`)."""
+    health = getattr(request.app.state, "db_health", None)
+    retry = str(getattr(health, "retry_after_s", 5))
+    if health is not None:
+        health.failed(exc)
+    message = f"the service database is unavailable; retry in {retry} s (predictions go on)"
+    return message, {"Retry-After": retry}
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    from rakuten_mlops.serving.db_health import is_unavailable
+
+    if is_unavailable(exc) or (exc.__cause__ is not None and is_unavailable(exc.__cause__)):
+        message, headers = database_unavailable(request, exc)
+        return JSONResponse(
+            error_body(message), status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers
+        )
     logger.error("unexpected error", exc_info=exc)
     return JSONResponse(
         error_body("internal error; the request id identifies it in the service logs"),

@@ -69,7 +69,7 @@ def install_security(app: FastAPI, settings: Settings) -> Settings:
         ),
         settings.redis_url,
     )
-    app.state.principals = PrincipalCache(settings.auth_cache_s)
+    app.state.principals = PrincipalCache(settings.auth_cache_s, stale_s=settings.auth_stale_s)
     app.state.metrics_server = None
     # Innermost (before any route reads a body), inside CORS and the security headers, which
     # then dress its 401s too: nothing of an anonymous caller's body is read.
@@ -95,13 +95,18 @@ def install_security(app: FastAPI, settings: Settings) -> Settings:
 
 
 def start_security(app: FastAPI) -> None:
-    """At start-up: the first admin, the dev notices, the separate metrics port."""
+    """At start-up, with the database: the first admin and the dev notices."""
     settings: Settings = app.state.settings
     with app.state.session_factory() as session:
         created = security.ensure_first_admin(session, settings)
     if created is not None:
         logger.info("first admin created", extra={"username": created.username})
     security.announce_dev_secrets(app.state.startup_secrets, created is not None)
+
+
+def start_metrics_port(app: FastAPI) -> None:
+    """At start-up: the separate metrics port (or a warning when /metrics is open)."""
+    settings: Settings = app.state.settings
     if settings.metrics_port > 0:
         from prometheus_client import start_http_server
 

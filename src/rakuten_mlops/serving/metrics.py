@@ -77,6 +77,11 @@ class ServiceMetrics:
             ["variant"],
             registry=r,
         )
+        self.db_up = Gauge(
+            "rakuten_db_up",
+            "Whether the service database answered the last check (1) or not (0).",
+            registry=r,
+        )
         self.model_info = Gauge(
             "rakuten_model_info",
             "The model in service (value 1), by variant.",

@@ -253,6 +253,8 @@ class ReadyResponse(BaseModel):
     status: Literal["ready", "loading", "failed"]
     model_version: str | None = None
     detail: str | None = None
+    # "down": predictions go on for known callers; feedback, the queue, admin and sign-in 503.
+    database: Literal["up", "down"] = "up"
 
 
 class ErrorResponse(BaseModel):

@@ -202,14 +202,41 @@ def authenticate_token(session: Session, settings: Settings, token: str) -> tupl
     """
     claims = decode_access_token(settings, token)
     user = get_user(session, str(claims["sub"]))
-    if user is None or user.id != claims.get("uid"):
+    if user is None:
+        raise AuthError("invalid token")
+    return principal_of_claims(claims, UserState.of(user))
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What a token is checked against: the user's id, role, disabled flag, token version."""
+
+    uid: int
+    role: str
+    disabled: bool
+    token_version: int
+
+    @classmethod
+    def of(cls, user: User) -> UserState:
+        """The state of a user row."""
+        return cls(user.id, user.role, bool(user.disabled), user.token_version or 0)
+
+
+def principal_of_claims(claims: dict[str, object], user: UserState) -> tuple[Principal, float]:
+    """The caller of verified token claims, checked against its user's state, and the
+    token's expiry (Unix time).
+
+    Raises:
+        AuthError: the token is of another user of that name, revoked, or the user disabled.
+    """
+    if user.uid != claims.get("uid"):
         raise AuthError("invalid token")
     if user.disabled:
         raise AuthError("user disabled")
-    if claims.get("ver", 0) != (user.token_version or 0):
+    if claims.get("ver", 0) != user.token_version:
         raise AuthError("token revoked: sign in again")
     expiry = claims["exp"]
-    return Principal(user.username, _role(user.role)), float(expiry)  # type: ignore[arg-type]
+    return Principal(str(claims["sub"]), _role(user.role)), float(expiry)  # type: ignore[arg-type]
 
 
 # API keys --------------------------------------------------------------------------------

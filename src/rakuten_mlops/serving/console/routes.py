@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rakuten_mlops.config import Settings
@@ -49,6 +50,7 @@ from rakuten_mlops.serving.api.routes.predict import predict as api_predict
 from rakuten_mlops.serving.api.routes.users import ApiKeyCreated
 from rakuten_mlops.serving.console import assets, auth
 from rakuten_mlops.serving.console.charts import accuracy_chart
+from rakuten_mlops.serving.db_health import is_unavailable
 from rakuten_mlops.serving.deps import (
     ModelsDep,
     PredictorDep,
@@ -60,7 +62,7 @@ from rakuten_mlops.serving.deps import (
     limit_token_requests,
     rate_limit,
 )
-from rakuten_mlops.serving.errors import validation_errors
+from rakuten_mlops.serving.errors import database_unavailable, validation_errors
 from rakuten_mlops.serving.model_manager import ModelNotReadyError
 from rakuten_mlops.serving.reloading import start_reload
 from rakuten_mlops.serving.schemas import (
@@ -174,6 +176,13 @@ class ConsoleRoute(APIRoute):
                 return _error_page(request, status.HTTP_422_UNPROCESSABLE_CONTENT, "", errors)
             except ModelNotReadyError as exc:
                 return _error_page(request, status.HTTP_503_SERVICE_UNAVAILABLE, str(exc))
+            except SQLAlchemyError as exc:
+                if not is_unavailable(exc):
+                    raise
+                message, headers = database_unavailable(request, exc)
+                page = _error_page(request, status.HTTP_503_SERVICE_UNAVAILABLE, message)
+                page.headers.update(headers)
+                return page
             except StarletteHTTPException as exc:
                 detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
                 page = _error_page(request, exc.status_code, detail)
@@ -194,7 +203,7 @@ def _error_page(
         413: "Too large",
         422: "Please check the form",
         429: "Too many requests",
-        503: "Model not ready",
+        503: "Unavailable for a moment",
     }
     template = "_error.html" if is_fragment(request) else "error.html"
     return render(
