@@ -80,7 +80,11 @@ bench-api: install ## Benchmark the prediction service against `mlflow models se
 COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
 COMPOSE_PROFILES ?= --profile core --profile monitoring
 
-.PHONY: compose-up compose-down
+.PHONY: images compose-up compose-down
+images: system-deps ## Build the four images of docker/ (local Debian base when no registry answers); prints sizes
+	bash scripts/start-dockerd.sh
+	bash scripts/build-images.sh
+
 compose-up: install ## Start compose.yaml (core + monitoring); writes .env with random secrets when missing
 	@test -f .env || $(CLI) secrets generate-env --env-file .env --template .env.example
 	$(CLI) secrets check --env-file .env

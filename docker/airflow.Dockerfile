@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Airflow running the project's DAGs (orchestration/airflow/dags). Two virtual environments,
 # as on a developer machine: Airflow in /opt/airflow-venv (its own pins:
 # orchestration/airflow/requirements.txt) and the project's CLI in /opt/venv, which the DAGs
@@ -10,14 +9,28 @@ FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY orchestration/airflow/requirements.txt /tmp/airflow-requirements.txt
-RUN python -m venv /opt/airflow-venv \
+RUN --mount=type=secret,id=pipcert \
+    if [ -s /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi \
+    && python -m venv /opt/airflow-venv \
     && /opt/airflow-venv/bin/pip install -r /tmp/airflow-requirements.txt psycopg2-binary
 RUN python -m venv /opt/venv
 WORKDIR /build
 COPY requirements/lock.txt requirements/lock.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+ENV PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL}
+# Dependencies first, resolved for a stub of the package: this layer stays cached until the
+# lock or pyproject.toml change, whatever the code and README do. Two optional inputs for networks
+# without the usual indexes: the CA bundle of a TLS-inspecting proxy (build secret
+# `pipcert`) and wheels that no index serves (build/wheels, e.g. the CPU torch);
+# `make images` passes both.
+RUN --mount=type=secret,id=pipcert --mount=type=bind,source=build/wheels,target=/wheels \
+    mkdir -p src/rakuten_mlops && touch src/rakuten_mlops/__init__.py README.md \
+    && if [ -s /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi \
+    && /opt/venv/bin/pip install --find-links /wheels -c requirements/lock.txt ".[deploy]" \
+    && rm -rf src README.md build
+COPY README.md ./
 COPY src ./src
-RUN PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL} /opt/venv/bin/pip install -c requirements/lock.txt ".[deploy]"
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --force-reinstall "."
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="rakuten-airflow" \

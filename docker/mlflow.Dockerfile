@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # MLflow tracking server + model registry: PostgreSQL backend store (psycopg2), artifacts
 # proxied to an S3-compatible store (boto3; MinIO in compose). Build from the repository
 # root: docker build -f docker/mlflow.Dockerfile -t rakuten-mlflow .
@@ -10,7 +9,9 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements/lock.txt /tmp/lock.txt
 # Same MLflow version as the project (the lock), no torch.
-RUN pip install -c /tmp/lock.txt mlflow psycopg2-binary boto3
+RUN --mount=type=secret,id=pipcert \
+    if [ -s /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi \
+    && pip install -c /tmp/lock.txt mlflow psycopg2-binary boto3
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="rakuten-mlflow" \

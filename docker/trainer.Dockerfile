@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The command line for batch jobs: data, train, retrain, monitor drift, score (local or
 # Spark, hence Java). Build from the repository root:
 #   docker build -f docker/trainer.Dockerfile -t rakuten-trainer .
@@ -14,9 +13,20 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 COPY requirements/lock.txt requirements/lock.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+# Dependencies first, resolved for a stub of the package: this layer stays cached until the
+# lock or pyproject.toml change, whatever the code and README do. Two optional inputs for networks
+# without the usual indexes: the CA bundle of a TLS-inspecting proxy (build secret
+# `pipcert`) and wheels that no index serves (build/wheels, e.g. the CPU torch);
+# `make images` passes both.
+RUN --mount=type=secret,id=pipcert --mount=type=bind,source=build/wheels,target=/wheels \
+    mkdir -p src/rakuten_mlops && touch src/rakuten_mlops/__init__.py README.md \
+    && if [ -s /run/secrets/pipcert ]; then export PIP_CERT=/run/secrets/pipcert; fi \
+    && pip install --find-links /wheels -c requirements/lock.txt ".[deploy,spark]" \
+    && rm -rf src README.md build
+COPY README.md ./
 COPY src ./src
-RUN pip install -c requirements/lock.txt ".[deploy,spark]"
+RUN pip install --no-deps --no-build-isolation --force-reinstall "."
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="rakuten-trainer" \

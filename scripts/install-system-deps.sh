@@ -15,6 +15,8 @@ DEFAULT_PACKAGES=(
   openjdk-17-jre-headless # Spark batch scoring
   postgresql-15           # service DB and MLflow backend on PostgreSQL
   docker-compose          # `docker-compose config` validates compose.yaml (no engine needed)
+  docker.io               # the Docker engine: images built and run (tests/deploy/test_images.py)
+  debootstrap             # the local Debian base image when no image registry answers
 )
 packages=("$@")
 [ ${#packages[@]} -gt 0 ] || packages=("${DEFAULT_PACKAGES[@]}")

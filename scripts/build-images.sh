@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds the four images of docker/ (api, mlflow, trainer, airflow) and prints their sizes.
+#   scripts/build-images.sh [ROLE ...]        (default: every role)
+# Base image: PYTHON_IMAGE (default python:3.11-slim-bookworm). When it is neither present
+# nor pullable (no registry reachable), the local Debian base of scripts/build-base-image.sh
+# is built (once) and used instead. BuildKit with the engine's own client (no buildx needed).
+# Images: ${IMAGE_PREFIX:-rakuten-mlops}/<role>:${IMAGE_TAG:-latest}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian's docker.io client drives BuildKit itself; a newer client first on PATH may want
+# the buildx plugin, which is not installed here.
+DOCKER="${DOCKER:-$(command -v /usr/bin/docker || command -v docker)}"
+export DOCKER DOCKER_BUILDKIT=1
+PREFIX="${IMAGE_PREFIX:-rakuten-mlops}"
+TAG="${IMAGE_TAG:-latest}"
+LOCAL_BASE="${LOCAL_BASE_IMAGE:-rakuten-mlops/python:3.11-bookworm}"
+roles=("$@")
+[ ${#roles[@]} -gt 0 ] || roles=(api mlflow trainer airflow)
+
+"$DOCKER" info >/dev/null 2>&1 || { echo "error: no Docker engine answers (start dockerd)" >&2; exit 1; }
+
+base="${PYTHON_IMAGE:-python:3.11-slim-bookworm}"
+if ! "$DOCKER" image inspect "$base" >/dev/null 2>&1 \
+    && ! timeout 60 "$DOCKER" pull -q "$base" >/dev/null 2>&1; then
+  echo "$base cannot be pulled: using the local Debian base $LOCAL_BASE"
+  bash scripts/build-base-image.sh "$LOCAL_BASE"
+  base="$LOCAL_BASE"
+fi
+
+# Wheels that no index serves (pip's find-links, e.g. the CPU torch the lock pins).
+mkdir -p build/wheels
+links="$(python3 -m pip config get global.find-links 2>/dev/null || true)"
+for folder in $links; do
+  [ -d "$folder" ] && cp -u "$folder"/*.whl build/wheels/ 2>/dev/null || true
+done
+# A CPU torch among them: no need for (nor, often, a route to) PyTorch's own index.
+extra=()
+if ls build/wheels/torch-*.whl >/dev/null 2>&1; then
+  extra=(--build-arg "TORCH_INDEX_URL=")
+fi
+# The CA bundle pip must trust (a TLS-inspecting network), passed as a build secret.
+cert="${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}"
+secret=()
+[ -n "$cert" ] && [ -f "$cert" ] && secret=(--secret "id=pipcert,src=$cert")
+
+for role in "${roles[@]}"; do
+  start=$(date +%s)
+  echo "building $PREFIX/$role:$TAG (base $base)..."
+  "$DOCKER" build --progress=plain -f "docker/$role.Dockerfile" \
+    --build-arg "PYTHON_IMAGE=$base" "${extra[@]}" "${secret[@]}" -t "$PREFIX/$role:$TAG" . >"build/image-$role.log" 2>&1 \
+    || { tail -30 "build/image-$role.log" >&2; exit 1; }
+  echo "  done in $(( $(date +%s) - start )) s"
+done
+echo "images:"
+for role in "${roles[@]}"; do
+  "$DOCKER" image inspect -f '{{.Size}}' "$PREFIX/$role:$TAG" \
+    | awk -v name="$PREFIX/$role:$TAG" '{printf "  %-32s %6.0f MB\n", name, $1/1e6}'
+done
