@@ -27,6 +27,9 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         self.batcher = batcher
+        # A flood of anonymous calls must not become a flood of log lines: 401s are logged
+        # at most 20 a second (all of them are counted in rakuten_http_requests_total).
+        self._refusals = _LogBudget(per_second=20)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,7 +39,10 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         status_code = 500
-        arrival = self.batcher.expect() if scope["path"].startswith("/v1/predict") else None
+        # Only a request with a credential will predict: an anonymous one (refused before its
+        # body is read) must not make the micro-batcher wait for it.
+        predicting = scope["path"].startswith("/v1/predict") and _has_credential(scope)
+        arrival = self.batcher.expect() if predicting else None
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -57,7 +63,9 @@ class RequestContextMiddleware:
             method = scope["method"]
             self.metrics.http_requests.labels(method, route, str(status_code)).inc()
             self.metrics.http_duration.labels(method, route).observe(elapsed)
-            if route not in _QUIET_ROUTES or status_code >= 400:
+            if (route not in _QUIET_ROUTES or status_code >= 400) and (
+                status_code != 401 or self._refusals.allow()
+            ):
                 logger.info(
                     "request",
                     extra={
@@ -70,6 +78,32 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+
+class _LogBudget:
+    """At most `per_second` log lines a second; says how many were left out meanwhile."""
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._second = 0
+        self._used = 0
+        self.skipped = 0
+
+    def allow(self) -> bool:
+        now = int(time.monotonic())
+        if now != self._second:
+            if self.skipped:
+                logger.info("requests refused without a log line", extra={"count": self.skipped})
+            self._second, self._used, self.skipped = now, 0, 0
+        self._used += 1
+        if self._used > self.per_second:
+            self.skipped += 1
+            return False
+        return True
+
+
+def _has_credential(scope: Scope) -> bool:
+    return any(name in (b"authorization", b"x-api-key") for name, _ in scope.get("headers", ()))
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
