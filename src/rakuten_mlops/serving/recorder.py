@@ -172,7 +172,14 @@ class PredictionRecorder:
                 self.flush()
             except SQLAlchemyError as exc:
                 if self._spool_path is not None:
-                    self.spill(keep=0)
+                    try:
+                        self.spill(keep=0)
+                    except OSError as spool_error:
+                        logger.error(
+                            "prediction records could be neither written nor spooled",
+                            extra={"rows": self.backlog, "error": str(spool_error)},
+                        )
+                        return
                     logger.warning(
                         "service database unavailable at shutdown: records spooled",
                         extra={"rows": self.spooled, "spool": str(self._spool_path)},
@@ -201,7 +208,13 @@ class PredictionRecorder:
                 if self._on_write is not None:
                     self._on_write(exc)
                 if self.backlog > self.queue_max:
-                    self.spill(keep=self.queue_max)
+                    try:
+                        self.spill(keep=self.queue_max)
+                    except OSError as spool_error:  # rows stay queued; said once per retry
+                        logger.error(
+                            "cannot spool prediction records",
+                            extra={"spool": str(self._spool_path), "error": str(spool_error)},
+                        )
                 delay = min(max(delay * 2, 0.5), 5.0)
                 logger.warning(
                     "prediction records not written yet; retrying",
