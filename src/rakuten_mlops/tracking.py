@@ -8,7 +8,6 @@ import time.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.data.manifest import sha256_file
+from rakuten_mlops.data.manifest import sha256_file, sha256_named_files
 from rakuten_mlops.errors import ModelError
 
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -150,15 +149,7 @@ def fingerprint_files(paths: Iterable[Path]) -> str:
     Raises:
         FileNotFoundError: a file is missing.
     """
-    digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
-        digest.update(path.name.encode())
-        digest.update(b"\0")
-        with path.open("rb") as fh:
-            while chunk := fh.read(1024 * 1024):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return sha256_named_files((path.name, path) for path in sorted(Path(p) for p in paths))
 
 
 def get_git_commit(directory: Path = Path()) -> str | None:

@@ -80,7 +80,7 @@ def serve(
         upgrade_database(settings.database_url)  # once, before the workers start
         prepare_serve(settings)  # secrets checked, first admin created once
     except (DatabaseError, SQLAlchemyError) as exc:
-        if not is_unavailable(exc.__cause__ or exc):
+        if not is_unavailable(exc):
             raise
         # Predictions need no database: start, and let the app migrate, create the first
         # admin and write spooled records once the database answers.

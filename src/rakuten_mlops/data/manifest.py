@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,23 @@ def sha256_file(path: Path) -> str:
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_named_files(files: Iterable[tuple[str, Path]]) -> str:
+    """SHA-256 over (name, content) pairs, in the order given, each part NUL-terminated.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+    """
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode("utf-8"))
+        digest.update(b"\0")
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        digest.update(b"\0")
     return digest.hexdigest()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rakuten_mlops.db.session import (
     DatabaseError,
+    database_error_reason,
     make_engine,
     normalize_url,
     redact_database_url,
@@ -42,7 +43,7 @@ def upgrade_database(url: str, revision: str = "head") -> str | None:
             command.upgrade(config, revision)
         return current_revision_of(engine)
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+        reason = database_error_reason(exc)
         raise DatabaseError(
             f"cannot migrate the service database {redact_database_url(url)}: {reason}; check "
             "RAKUTEN_DATABASE_URL and that the database server is running"

@@ -26,6 +26,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def database_error_reason(exc: BaseException) -> str:
+    """The first line of what the database driver said (SQLAlchemy adds pages around it)."""
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+
+
 def redact_database_url(url: str) -> str:
     """A database URL with its password hidden (for messages and logs)."""
     try:
@@ -63,9 +68,9 @@ def check_service_database(url: str) -> None:
     try:
         revision = current_revision_of(engine)
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
         raise DatabaseError(
-            f"cannot reach the service database {shown}: {reason}; check RAKUTEN_DATABASE_URL "
+            f"cannot reach the service database {shown}: {database_error_reason(exc)}; check "
+            "RAKUTEN_DATABASE_URL "
             "and that the database server is running"
         ) from None
     finally:

@@ -13,13 +13,13 @@ this tag.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from rakuten_mlops.data.manifest import sha256_named_files
 from rakuten_mlops.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -29,16 +29,8 @@ DIGEST_TAG = "artifacts_sha256"
 
 def artifacts_digest(directory: Path) -> str:
     """SHA-256 over the relative paths and contents of every file under `directory`."""
-    digest = hashlib.sha256()
     files = sorted(p for p in Path(directory).rglob("*") if p.is_file())
-    for path in files:
-        digest.update(path.relative_to(directory).as_posix().encode("utf-8"))
-        digest.update(b"\0")
-        with path.open("rb") as fh:
-            while chunk := fh.read(1024 * 1024):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return sha256_named_files((p.relative_to(directory).as_posix(), p) for p in files)
 
 
 def _download(name: str, version: str | int, destination: Path) -> Path:

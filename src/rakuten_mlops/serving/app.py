@@ -126,7 +126,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(_start_database_work, app)
         database_ready.set()
     except Exception as exc:
-        if not is_unavailable(exc) and not is_unavailable(exc.__cause__ or exc):
+        if not is_unavailable(exc):
             raise
         health.failed(exc.__cause__ or exc)
     starting = asyncio.create_task(_finish_database_work(app, database_ready))
@@ -184,7 +184,7 @@ async def _finish_database_work(app: FastAPI, done: asyncio.Event) -> None:
             await asyncio.to_thread(_start_database_work, app)
         except Exception as exc:
             cause = exc.__cause__ or exc
-            if not is_unavailable(cause) and not is_unavailable(exc):
+            if not is_unavailable(exc):
                 logger.exception("start-up database work failed; retrying")
             health.failed(cause)
             continue

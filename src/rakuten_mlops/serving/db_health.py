@@ -28,13 +28,17 @@ class DatabaseUnavailableError(RakutenError):
     """The service database cannot be reached now (the service answers 503)."""
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` says the database cannot be reached (not that a statement is wrong)."""
-    if isinstance(exc, DatabaseUnavailableError | OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, PoolTimeoutError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+def is_unavailable(exc: BaseException | None) -> bool:
+    """Whether `exc`, or the error it wraps (`raise ... from`), says the database cannot be
+    reached (not that a statement is wrong)."""
+    for error in (exc, exc.__cause__ if exc is not None else None):
+        if isinstance(error, DatabaseUnavailableError | OperationalError | InterfaceError):
+            return True
+        if isinstance(error, PoolTimeoutError):
+            return True
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+    return False
 
 
 class DatabaseHealth:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from rakuten_mlops.serving.logs import request_id_var
 from rakuten_mlops.serving.model_manager import ModelNotReadyError
@@ -41,6 +43,25 @@ def validation_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
         }
         for error in errors
     ]
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer a request with a JSON body from ASGI middleware (before any route runs)."""
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def error_body(detail: str, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -91,7 +112,7 @@ def database_unavailable(request: Request, exc: BaseException) -> tuple[str, dic
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     from rakuten_mlops.serving.db_health import is_unavailable
 
-    if is_unavailable(exc) or (exc.__cause__ is not None and is_unavailable(exc.__cause__)):
+    if is_unavailable(exc):
         message, headers = database_unavailable(request, exc)
         return JSONResponse(
             error_body(message), status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers

@@ -8,9 +8,7 @@ secret generated for a dev run); `start_security` / `stop_security` run in the l
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rakuten_mlops.config import Settings
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.auth_cache import PrincipalCache
-from rakuten_mlops.serving.errors import error_body
+from rakuten_mlops.serving.errors import error_body, send_json
 from rakuten_mlops.serving.inputs import BodySizeLimitMiddleware
 from rakuten_mlops.serving.preauth import PreAuthMiddleware
 from rakuten_mlops.serving.ratelimit import LoginPolicy, LoginThrottle, make_limiter, parse_rate
@@ -154,7 +152,7 @@ class SecurityHeadersMiddleware:
         if path == "/metrics" and not self._metrics_allowed(scope):
             status = 404 if self.metrics_elsewhere else 401
             detail = "not found" if status == 404 else "metrics need `Authorization: Bearer`"
-            await _send_json(send, status, error_body(detail), self._headers(path, status))
+            await send_json(send, status, error_body(detail), self._headers(path, status))
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -197,21 +195,3 @@ class SecurityHeadersMiddleware:
         if status == 401 and path == "/metrics":
             headers.append((b"www-authenticate", b"Bearer"))
         return headers
-
-
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
-) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})

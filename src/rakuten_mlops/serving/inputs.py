@@ -7,7 +7,6 @@ naming the field); nothing here echoes the input back.
 from __future__ import annotations
 
 import io
-import json
 import threading
 import unicodedata
 import warnings
@@ -16,7 +15,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rakuten_mlops.serving.errors import error_body
+from rakuten_mlops.serving.errors import error_body, send_json
 
 # What the model reads; the declared content type (when one is declared) must agree.
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -121,7 +120,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(send, declared)
             return
@@ -151,19 +150,8 @@ class BodySizeLimitMiddleware:
             await self._refuse(send, exc.size)
 
     async def _refuse(self, send: Send, size: int) -> None:
-        body = json.dumps(error_body(_too_large_message(size, self.max_bytes))).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        body = error_body(_too_large_message(size, self.max_bytes))
+        await send_json(send, 413, body, [(b"connection", b"close")])
 
 
 class BodyTooLargeError(HTTPException):
@@ -179,7 +167,8 @@ def _too_large_message(size: int, limit: int) -> str:
     return f"request body of {size} bytes or more, at most {limit} (RAKUTEN_MAX_BODY_BYTES)"
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The request's declared `Content-Length`, None when absent or malformed."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:

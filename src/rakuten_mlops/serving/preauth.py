@@ -6,24 +6,27 @@ RAKUTEN_MAX_BODY_BYTES of an anonymous upload was read and decoded. This middlew
 the credential first, from the headers only: on `/v1/...` the bearer token or API key (the
 same check and cache as `deps.get_current_principal`, which then reuses the answer), on the
 console's forms the session cookie. Without a valid one it answers at once (401, or the
-console's redirect to its sign-in page) and closes the connection; the body is not read.
+console's redirect to its sign-in page) and closes the connection; the body is never parsed
+(a small one is read and dropped, a large one is not read at all).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rakuten_mlops.serving.errors import error_body
+from rakuten_mlops.serving.errors import error_body, send_json
+from rakuten_mlops.serving.inputs import content_length
 
 _API_PREFIX = "/v1/"
 # Console forms anybody may post: the sign-in form itself.
 _CONSOLE_PUBLIC = {"/console/login"}
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Bodies up to this size are read (and dropped) before an early answer; larger ones never.
+DRAIN_BYTES = 64 * 1024
 
 
 class PreAuthMiddleware:
@@ -57,7 +60,9 @@ class PreAuthMiddleware:
             api_key = await api_key_scheme(request)
             await get_current_principal(request, token, api_key)
         except HTTPException as exc:
-            await _answer(send, exc.status_code, error_body(str(exc.detail)), exc.headers)
+            await _answer(
+                scope, receive, send, exc.status_code, error_body(str(exc.detail)), exc.headers
+            )
             return
         await self.app(scope, receive, send)
 
@@ -70,25 +75,29 @@ class PreAuthMiddleware:
             await self.app(scope, receive, send)
             return
         location = "/console/login?" + urlencode({"next": "/console"})
-        await _answer(send, 303, error_body("sign in first"), {"Location": location})
+        await _answer(
+            scope, receive, send, 303, error_body("sign in first"), {"Location": location}
+        )
 
 
 async def _answer(
-    send: Send, status: int, body: dict[str, object], headers: Mapping[str, str] | None
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: dict[str, object],
+    headers: Mapping[str, str] | None,
 ) -> None:
-    payload = json.dumps(body).encode()
+    """Answer without the route. A small declared body (at most `DRAIN_BYTES`) is read and
+    dropped first: closing a socket with unread bytes makes the kernel reset the connection,
+    which can destroy the answer on its way to the client. A larger one is left unread and
+    the connection ends with this answer."""
     extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                # The unread body is not drained: the connection ends with this answer.
-                (b"connection", b"close"),
-                *extra,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    declared = content_length(scope)
+    if declared is not None and declared <= DRAIN_BYTES:
+        received, more = 0, True
+        while more and received <= DRAIN_BYTES:
+            message = await receive()
+            received += len(message.get("body", b""))
+            more = message.get("more_body", False) and message["type"] == "http.request"
+    await send_json(send, status, body, [(b"connection", b"close"), *extra])
