@@ -50,6 +50,34 @@ def test_migrations_create_the_tables_once(database_url: str) -> None:
         engine.dispose()
 
 
+def test_replicas_starting_together_migrate_an_empty_postgresql_database_once(
+    postgres_url: str,
+) -> None:
+    # Two API replicas started at once used to race on CREATE TABLE (one crashed on a duplicate
+    # key in pg_type, or they waited on each other); the migrating transaction now holds an
+    # advisory lock. Separate processes, as replicas are, killed if they hang.
+    import subprocess
+    import sys
+
+    code = "import sys; from rakuten_mlops.db.migrate import upgrade_database as u; print(u(sys.argv[1]))"
+    replicas = [
+        subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]  # fmt: skip
+    try:
+        outputs = [replica.communicate(timeout=90) for replica in replicas]
+    finally:
+        for replica in replicas:
+            replica.kill()
+    assert [out.strip() for out, _ in outputs] == [head_revision()] * 4, outputs
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
 def test_predictions_and_feedback_round_trip(
     database_url: str,
     start_client: Callable[..., TestClient],

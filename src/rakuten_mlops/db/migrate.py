@@ -7,6 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from rakuten_mlops.db.session import (
@@ -18,6 +19,10 @@ from rakuten_mlops.db.session import (
 )
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# PostgreSQL advisory lock held by the migrating transaction: replicas that start together on
+# an empty database migrate one after the other (the later ones find it at head), instead of
+# racing to create the same tables. Any constant that no other code locks.
+MIGRATION_LOCK_KEY = 0x52414B55  # "RAKU"
 
 
 def alembic_config(url: str) -> Config:
@@ -38,6 +43,10 @@ def upgrade_database(url: str, revision: str = "head") -> str | None:
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Released with the transaction, when the migrations are committed.
+                lock = text("SELECT pg_advisory_xact_lock(:key)")
+                connection.execute(lock, {"key": MIGRATION_LOCK_KEY})
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
