@@ -87,8 +87,10 @@ def local_store_path(uri: str) -> Path | None:
 def configure_tracking(settings: Settings, experiment: str | None = None) -> str:
     """Point MLflow at the tracking store of the settings and select the experiment.
 
-    Creates the experiment with `settings.mlflow_artifact_root` as its artifact location
-    (so artifacts never land in the current directory) when it does not exist yet.
+    Creates the experiment when it does not exist yet: on a local store with
+    `settings.mlflow_artifact_root` as its artifact location (so artifacts never land in the
+    current directory); on a tracking server with the server's own (its artifact store, e.g.
+    S3 through `--serve-artifacts`), where every client can read them, not one machine's disk.
 
     Returns:
         The experiment id.
@@ -100,7 +102,9 @@ def configure_tracking(settings: Settings, experiment: str | None = None) -> str
     name = experiment or settings.mlflow_experiment
     try:
         found = mlflow.get_experiment_by_name(name)
-        if found is None:
+        if found is None and urlparse(uri).scheme in ("http", "https"):
+            experiment_id = mlflow.create_experiment(name)
+        elif found is None:
             artifact_root = settings.mlflow_artifact_root.expanduser().resolve()
             artifact_root.mkdir(parents=True, exist_ok=True)
             experiment_id = mlflow.create_experiment(name, artifact_location=artifact_root.as_uri())

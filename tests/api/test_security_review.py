@@ -7,6 +7,7 @@ import base64
 import io
 import logging
 import random
+import shutil
 import string
 import threading
 import time
@@ -612,4 +613,8 @@ def test_a_registered_model_whose_files_changed_is_refused(
     with pytest.raises(ModelError, match="no `artifacts_sha256` tag"):
         load_model(f"models:/{name}/2", "champion", _prod(make_settings, mlflow_tracking_uri=uri))
     load_model(f"models:/{name}/2", "champion", settings).release()
+    # Files this machine cannot see (logged to another machine's disk): a clear refusal.
+    shutil.rmtree(stored)
+    with pytest.raises(ModelError, match="has no files at its artifact location"):
+        load_model(f"models:/{name}/1", "champion", settings)
     mlflow.set_tracking_uri("")

@@ -58,6 +58,51 @@ def test_configure_tracking_creates_store_and_experiment_artifact_root(tmp_path:
     assert configure_tracking(settings) == experiment_id
 
 
+def test_on_a_tracking_server_the_experiment_keeps_the_servers_artifact_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A trainer in one container and the API in another: artifacts written under the
+    # trainer's own disk (a file: location) could never be loaded by the API.
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from service_testing import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--serve-artifacts"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, (
+                "mlflow server did not start"
+            )
+            time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        get_settings.cache_clear()
+        experiment = mlflow.get_experiment(configure_tracking(get_settings()))
+        assert experiment.artifact_location.startswith("mlflow-artifacts:"), (
+            experiment.artifact_location
+        )
+        assert not (tmp_path / "mlartifacts").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        get_settings.cache_clear()
+
+
 def test_list_versions_newest_first_with_run_metrics_and_aliases(
     client: MlflowClient, tmp_path: Path
 ) -> None:

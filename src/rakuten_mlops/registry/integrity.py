@@ -42,6 +42,15 @@ def _download(name: str, version: str | int, destination: Path) -> Path:
         )
     except Exception as exc:  # MLflow raises several types for a missing or unreachable store
         raise ModelError(f"cannot download models:/{name}/{version}: {exc}") from exc
+    if not any(path.is_file() for path in Path(local).rglob("*")):
+        # MLflow "downloads" nothing, without an error, from a location this machine cannot
+        # see (e.g. a file: path on the disk of the machine that trained it).
+        raise ModelError(
+            f"models:/{name}/{version} has no files at its artifact location (MLflow found "
+            "none to download): it was logged where this machine cannot read it, e.g. to the "
+            "local disk of the machine that trained it; log models through the tracking "
+            "server's artifact store (MLFLOW_TRACKING_URI=http://...)"
+        )
     return Path(local)
 
 
