@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     challenger_mode: Literal["off", "split", "shadow"] = "off"
     challenger_share: float = Field(default=0.1, ge=0.0, le=1.0)
     reload_poll_s: float = Field(default=0.0, ge=0.0)
+    # Start-up waits this long for the first model load before accepting connections (a
+    # load balancer without health checks then sends nothing to a replica that cannot
+    # predict yet); 0 accepts at once and answers 503 until the model is in.
+    wait_for_model_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     batch_max_items: int = Field(default=64, ge=1)
     max_image_bytes: int = Field(default=10 * 1024**2, ge=1)
     microbatch_max_size: int = Field(default=64, ge=1)

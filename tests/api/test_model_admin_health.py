@@ -84,6 +84,35 @@ def test_not_ready_until_a_model_loads(
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.parametrize("wait_s", [0.0, 60.0])
+def test_start_up_can_wait_for_the_model_before_accepting_connections(
+    start_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    wait_s: float,
+) -> None:
+    # Behind a load balancer without health checks (compose's nginx), a replica must not
+    # take traffic it can only answer with 503: RAKUTEN_WAIT_FOR_MODEL_S holds the start-up
+    # (hence the listening port) until the first load is over. A slow load shows the two ways.
+    import time
+
+    from rakuten_mlops.serving.model_manager import ModelManager
+
+    slow = ModelManager.reload
+
+    def reload_slowly(self: ModelManager) -> object:
+        time.sleep(1.5)
+        return slow(self)
+
+    monkeypatch.setattr(ModelManager, "reload", reload_slowly)
+    client = start_client(make_settings(wait_for_model_s=wait_s), ready=False)
+    first = client.get("/ready")  # the first request the started service answers
+    if wait_s:
+        assert first.status_code == 200, first.text
+    else:
+        assert first.status_code == 503 and first.json()["status"] == "loading"
+
+
 def test_failed_reload_keeps_the_old_model_and_says_why(client: TestClient, tmp_path: Path) -> None:
     before = client.get("/v1/model").json()
     app_of(client).state.settings.serve_model = str(tmp_path / "not-a-model")

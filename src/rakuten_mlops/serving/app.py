@@ -139,7 +139,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # flight for tens of milliseconds.
     gc.collect()
     gc.freeze()
-    start_reload(app)
+    loading = start_reload(app)
+    if settings.wait_for_model_s > 0:
+        # The port opens once the first load is over, loaded or not (no champion yet: 503).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(loading), settings.wait_for_model_s)
     poller = None
     if settings.reload_poll_s > 0:
         poller = asyncio.create_task(poll_registry(app, settings.reload_poll_s))
