@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from factories import make_products, tiny_model_params
+from factories import make_products
+from orchestration_testing import write_recording_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS = REPO_ROOT / "orchestration" / "airflow" / "dags"
@@ -106,25 +106,6 @@ def test_every_dag_imports_with_its_tasks_schedule_and_retries(
     assert scoring["score_file"]["operator"] == "DecoratedMappedOperator"
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny pyfunc model directory (what `train --model-out` writes)."""
-    from rakuten_mlops.evaluation.evaluate import build_model_input
-    from rakuten_mlops.models.pipeline import ProductClassifier
-    from rakuten_mlops.models.pyfunc import save_pyfunc_model
-
-    images = tmp_path_factory.mktemp("images")
-    train = make_products(20, seed=1, image_dir=images)
-    val = make_products(8, seed=2, image_dir=images)
-    classifier = ProductClassifier(tiny_model_params(epochs=1), seed=0).fit(
-        train, val, progress=False
-    )
-    target = tmp_path_factory.mktemp("model") / "classifier"
-    return save_pyfunc_model(
-        classifier, target, build_model_input(val.head(3)).assign(image_path="")
-    )
-
-
 @pytest.mark.slow
 def test_batch_scoring_predicts_good_files_and_moves_bad_ones_aside(
     airflow_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
@@ -165,38 +146,6 @@ def test_batch_scoring_predicts_good_files_and_moves_bad_ones_aside(
     assert "missing required column `designation`" in reason
     assert sorted(p.name for p in inbox.iterdir()) == ["notes.txt"]
     assert not list((batch / "outbox").glob("bad*"))
-
-
-def write_recording_cli(path: Path, log: Path, drift: dict[str, Any], status: str) -> Path:
-    """A stand-in for `rakuten-mlops` that logs its arguments and answers like the real one."""
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            #!{sys.executable}
-            import json, sys
-            args = sys.argv[1:]
-            with open({str(log)!r}, "a") as out:
-                out.write(" ".join(args) + "\\n")
-            if args[:2] == ["monitor", "drift"]:
-                print(json.dumps({drift!r}))
-            elif args[:2] == ["monitor", "quality"]:
-                print(json.dumps({{"rows": []}}))
-            elif args[:1] == ["retrain"]:
-                target = args[args.index("--decision-out") + 1]
-                if "train" in args[args.index("--steps") + 1]:
-                    decision = {{"status": {status!r}, "version": 4, "reasons": ["ok"],
-                                "gate": {{"reasons": ["PASS: weighted_f1"]}},
-                                "report": {{"mlflow_run": "run-1"}}}}
-                else:
-                    decision = json.load(open(target))
-                    decision["reload"] = {{"status": "succeeded", "champion_version": "4"}}
-                json.dump(decision, open(target, "w"))
-            """
-        ),
-        encoding="utf-8",
-    )
-    path.chmod(0o755)
-    return path
 
 
 @pytest.mark.slow

@@ -1,7 +1,10 @@
-"""Shared helpers of the Rakuten DAGs: configuration lookup and the retrain decision.
+"""Shared helpers of the Rakuten DAGs and Prefect flows: settings, paths, the retrain decision.
 
 Standard library only, nothing read at import time: the scheduler imports this module with
-every DAG file. Listed in `.airflowignore` (it defines no DAG).
+every DAG file. Listed in `.airflowignore` (it defines no DAG). The Prefect flows
+(`orchestration/prefect/flows.py`) import it too: the settings' names, defaults and the
+thresholds live here once for both orchestrators (Airflow reads them from its Variables,
+Prefect from its own Variables of the same names).
 
 Configuration: Airflow Variables, which Airflow also reads from `AIRFLOW_VAR_<NAME>`
 environment variables (e.g. `AIRFLOW_VAR_RAKUTEN_CLI=/opt/rakuten/.venv/bin/rakuten-mlops`):
@@ -31,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +72,16 @@ class Paths:
     batch: Path
 
 
-def paths() -> Paths:
-    """The configured paths (task-time only)."""
-    project = Path(setting("rakuten_project_dir") or Path.cwd()).resolve()
-    work = Path(setting("rakuten_work_dir") or project / "reports" / "airflow")
-    batch = Path(setting("rakuten_batch_dir") or project / "data" / "batch")
-    return Paths(cli=setting("rakuten_cli"), project=project, work=work, batch=batch)
+Lookup = Callable[[str], str]
+
+
+def paths(lookup: Lookup | None = None, orchestrator: str = "airflow") -> Paths:
+    """The configured paths (task-time only), from `lookup` (default: Airflow Variables)."""
+    get = lookup or setting
+    project = Path(get("rakuten_project_dir") or Path.cwd()).resolve()
+    work = Path(get("rakuten_work_dir") or project / "reports" / orchestrator)
+    batch = Path(get("rakuten_batch_dir") or project / "data" / "batch")
+    return Paths(cli=get("rakuten_cli"), project=project, work=work, batch=batch)
 
 
 def q(value: object) -> str:
@@ -108,21 +116,22 @@ def read_json(path: str | Path | None) -> Any:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When drift or online quality warrants a retraining."""
+    """When drift or online quality warrants a retraining (defaults: `DEFAULTS`)."""
 
-    drift_share_max: float = 0.5
-    quality_min_labels: int = 30
-    quality_min_accuracy: float = 0.70
-    quality_max_gap: float = 0.10
+    drift_share_max: float = float(DEFAULTS["rakuten_drift_share_max"])
+    quality_min_labels: int = int(DEFAULTS["rakuten_quality_min_labels"])
+    quality_min_accuracy: float = float(DEFAULTS["rakuten_quality_min_accuracy"])
+    quality_max_gap: float = float(DEFAULTS["rakuten_quality_max_gap"])
 
     @classmethod
-    def from_settings(cls) -> Thresholds:
-        """From the Airflow Variables (task-time only)."""
+    def from_settings(cls, lookup: Lookup | None = None) -> Thresholds:
+        """From `lookup` (default: the Airflow Variables; task-time only)."""
+        get = lookup or setting
         return cls(
-            drift_share_max=float(setting("rakuten_drift_share_max")),
-            quality_min_labels=int(setting("rakuten_quality_min_labels")),
-            quality_min_accuracy=float(setting("rakuten_quality_min_accuracy")),
-            quality_max_gap=float(setting("rakuten_quality_max_gap")),
+            drift_share_max=float(get("rakuten_drift_share_max")),
+            quality_min_labels=int(get("rakuten_quality_min_labels")),
+            quality_min_accuracy=float(get("rakuten_quality_min_accuracy")),
+            quality_max_gap=float(get("rakuten_quality_max_gap")),
         )
 
 
