@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps airflow-venv test test-fast lint format bench bench-api mlflow-ui clean lock stack stack-down
+.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve test test-fast lint format bench bench-api mlflow-ui clean lock stack stack-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,7 +55,13 @@ system-deps: ## Install the system packages the tests start (PostgreSQL, redis, 
 airflow-venv: ## Build .venv-airflow (Airflow and the DAGs' needs, apart from the service's venv)
 	bash scripts/airflow-venv.sh
 
-test: install system-deps airflow-venv ## Run the whole test suite (installs what it needs first)
+prefect-venv: ## Build .venv-prefect (Prefect, apart from the service's venv)
+	bash scripts/prefect-venv.sh
+
+prefect-serve: install prefect-venv ## Serve the Prefect flows (drift_check, retrain, batch_scoring) on their schedules
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 .venv-prefect/bin/python orchestration/prefect/serve.py
+
+test: install system-deps airflow-venv prefect-venv ## Run the whole test suite (installs what it needs first)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## Run the tests not marked slow
@@ -76,22 +82,20 @@ bench: install ## Benchmark quality and speed on the shared sample (prints numbe
 bench-api: install ## Benchmark the prediction service against `mlflow models serve` (prints a table)
 	$(PY) bench/bench_api.py --source $(RAKUTEN_SOURCE)
 
-# docker-compose v1 (Debian's package) or the compose plugin, whichever is present.
-COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
-COMPOSE_PROFILES ?= --profile core --profile monitoring
-
-.PHONY: images compose-up compose-down
-images: system-deps ## Build the four images of docker/ (local Debian base when no registry answers); prints sizes
+.PHONY: images compose-up compose-train compose-down
+images: system-deps ## Build the images of docker/ (local Debian base and stand-ins when no registry answers); prints sizes
 	bash scripts/start-dockerd.sh
 	bash scripts/build-images.sh
 
-compose-up: install ## Start compose.yaml (core + monitoring); writes .env with random secrets when missing
-	@test -f .env || $(CLI) secrets generate-env --env-file .env --template .env.example
-	$(CLI) secrets check --env-file .env
-	$(COMPOSE) $(COMPOSE_PROFILES) up -d
+compose-up: install ## Start compose.yaml (core + monitoring), healthy; writes .env with random secrets when missing
+	bash scripts/start-dockerd.sh
+	bash scripts/compose.sh up
+
+compose-train: ## Train on the sample in the stack (trainer service) and register the champion in its MLflow
+	bash scripts/compose.sh train
 
 compose-down: ## Stop compose.yaml and remove its containers, networks and volumes (KEEP_VOLUMES=1 keeps data)
-	$(COMPOSE) $(COMPOSE_PROFILES) --profile orchestration down $(if $(KEEP_VOLUMES),,--volumes)
+	bash scripts/compose.sh down
 
 .PHONY: loop-demo
 loop-demo: install system-deps airflow-venv ## See drift -> alert -> retrain -> gate -> reload on this machine (needs `make pipeline` first)

@@ -20,7 +20,7 @@ RUN groupadd --system --gid 10001 mlflow \
     && useradd --system --uid 10001 --gid mlflow --home-dir /mlflow --create-home --shell /usr/sbin/nologin mlflow
 COPY --from=builder /opt/venv /opt/venv
 # Every value comes from the environment (compose `.env`, a Kubernetes Secret):
-# MLFLOW_BACKEND_STORE_URI=postgresql://user:password@postgres:5432/mlflow
+# MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://user:password@postgres:5432/mlflow
 # MLFLOW_ARTIFACTS_DESTINATION=s3://mlflow-artifacts, MLFLOW_S3_ENDPOINT_URL=http://minio:9000,
 # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, MLFLOW_ALLOWED_HOSTS (Host headers accepted).
 ENV PATH=/opt/venv/bin:$PATH \

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Builds the four images of docker/ (api, mlflow, trainer, airflow) and prints their sizes.
-#   scripts/build-images.sh [ROLE ...]        (default: every role)
+#   scripts/build-images.sh [ROLE ...]        (default: every role; `standins` when needed)
+# Role `standins`: the third-party services of compose.yaml (postgres, redis, nginx,
+# prometheus, alertmanager, s3) from Debian's packages (docker/standins/Dockerfile), for
+# machines where the official images cannot be pulled; built by default only there
+# (STANDINS=auto|1|0, see scripts/compose.sh).
 # Base image: PYTHON_IMAGE (default python:3.11-slim-bookworm). When it is neither present
 # nor pullable (no registry reachable), the local Debian base of scripts/build-base-image.sh
 # is built (once) and used instead. BuildKit with the engine's own client (no buildx needed).
@@ -17,6 +21,7 @@ TAG="${IMAGE_TAG:-latest}"
 LOCAL_BASE="${LOCAL_BASE_IMAGE:-rakuten-mlops/python:3.11-bookworm}"
 roles=("$@")
 [ ${#roles[@]} -gt 0 ] || roles=(api mlflow trainer airflow)
+STANDIN_ROLES=(postgres redis nginx prometheus alertmanager s3)
 
 "$DOCKER" info >/dev/null 2>&1 || { echo "error: no Docker engine answers (start dockerd)" >&2; exit 1; }
 
@@ -44,7 +49,27 @@ cert="${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}"
 secret=()
 [ -n "$cert" ] && [ -f "$cert" ] && secret=(--secret "id=pipcert,src=$cert")
 
+# `standins` unless the official images are there (or pullable); STANDINS=1 forces them.
+if [ "${STANDINS:-auto}" != 0 ] && [ $# -eq 0 ] \
+    && { [ "${STANDINS:-auto}" = 1 ] || ! bash scripts/compose.sh official-images-present; }; then
+  roles+=(standins)
+fi
+built=()
 for role in "${roles[@]}"; do
+  if [ "$role" = standins ]; then
+    for target in "${STANDIN_ROLES[@]}"; do
+      start=$(date +%s)
+      echo "building $PREFIX/standin-$target:$TAG (base $base)..."
+      "$DOCKER" build --progress=plain -f docker/standins/Dockerfile --target "$target" \
+        --build-arg "PYTHON_IMAGE=$base" "${secret[@]}" -t "$PREFIX/standin-$target:$TAG" . \
+        >"build/image-standin-$target.log" 2>&1 \
+        || { tail -30 "build/image-standin-$target.log" >&2; exit 1; }
+      echo "  done in $(( $(date +%s) - start )) s"
+      built+=("standin-$target")
+    done
+    continue
+  fi
+  built+=("$role")
   start=$(date +%s)
   echo "building $PREFIX/$role:$TAG (base $base)..."
   "$DOCKER" build --progress=plain -f "docker/$role.Dockerfile" \
@@ -53,7 +78,7 @@ for role in "${roles[@]}"; do
   echo "  done in $(( $(date +%s) - start )) s"
 done
 echo "images:"
-for role in "${roles[@]}"; do
+for role in "${built[@]}"; do
   "$DOCKER" image inspect -f '{{.Size}}' "$PREFIX/$role:$TAG" \
     | awk -v name="$PREFIX/$role:$TAG" '{printf "  %-32s %6.0f MB\n", name, $1/1e6}'
 done

@@ -125,9 +125,9 @@ class Stack:
 
     @property
     def mlflow_db_url(self) -> str:
-        """SQLAlchemy URL of the MLflow backend store (psycopg2, MLflow's default driver)."""
+        """SQLAlchemy URL of the MLflow backend store (psycopg2, as the MLflow image has)."""
         return (
-            f"postgresql://{self.pg_role}:{self.pg_password}@{HOST}:{self.pg_port}/"
+            f"postgresql+psycopg2://{self.pg_role}:{self.pg_password}@{HOST}:{self.pg_port}/"
             f"{self.pg_databases[1]}"
         )
 

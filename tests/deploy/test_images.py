@@ -8,7 +8,6 @@ between runs, so a rebuild after a code change reinstalls the package only).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -18,10 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from docker_testing import DOCKER, REPO, run
 from service_testing import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 API_IMAGE = "rakuten-mlops/api:test"
 SECRET = "Zq3-" + "k9Vw2pLx7" * 5
 PASSWORD = "tr0ubadour-Horse-Staple"
@@ -30,18 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="module")
-def docker_engine() -> Iterator[None]:
-    """A Docker engine: the one running, or one started here and stopped by PID after."""
-    started = _run("bash", str(REPO / "scripts/start-dockerd.sh"), timeout=120)
-    assert started.returncode == 0, started.stdout + started.stderr
-    pid = started.stdout.split("PID ")[-1].rstrip(")\n") if "PID" in started.stdout else None
-    yield
-    if pid:
-        os.kill(int(pid), signal.SIGTERM)
+    return run(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
