@@ -107,8 +107,10 @@ case "$cmd" in
     echo "trained and registered in $(( $(date +%s) - start )) s" ;;
   down)
     setup
+    volumes=(--volumes)
+    [ -z "${KEEP_VOLUMES:-}" ] || volumes=()
     compose --profile core --profile monitoring --profile grafana --profile train \
-      --profile orchestration down --remove-orphans $([ -n "${KEEP_VOLUMES:-}" ] || echo --volumes) ;;
+      --profile orchestration down --remove-orphans "${volumes[@]}" ;;
   ps|logs)
     setup
     compose --profile core --profile monitoring --profile grafana "$cmd" "$@" ;;
