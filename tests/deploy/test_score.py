@@ -21,7 +21,7 @@ from rakuten_mlops.data.schema import IMAGE_TRAIN_DIR, OUTPUT_COLUMNS, X_TRAIN_F
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.inference.batch import NOTE_COLUMN, NOTE_NO_INPUT, predict_csv
 from rakuten_mlops.models.pyfunc import PredictFn, as_predict_fn, load_pyfunc_model
-from rakuten_mlops.scoring.catalogue import ERROR_COLUMN, SCORE_COLUMNS, read_scores
+from rakuten_mlops.scoring.catalogue import ERROR_COLUMN, INDEX_COLUMN, SCORE_COLUMNS
 from rakuten_mlops.scoring.local import score_local
 from rakuten_mlops.scoring.spark import build_spark_session, score_spark
 
@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 PROBA_TOL = 1e-6
 PROBA_COLUMNS = ["confidence", "top_1_proba", "top_2_proba", "top_3_proba"]
 CODE_COLUMNS = ["prdtypecode", "top_1_code", "top_2_code", "top_3_code"]
+
+
+def read_scores(output: Path) -> pd.DataFrame:
+    """Every output row of a scoring job (either engine), sorted by `index`."""
+    files = sorted(Path(output).glob("*.parquet"))
+    if not files:
+        raise DataError(f"{output}: no Parquet part file")
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return frame.sort_values(INDEX_COLUMN, kind="stable").reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")

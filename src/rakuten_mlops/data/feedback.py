@@ -23,9 +23,9 @@ it is counted under "not from a reviewer or admin" and never exported. The role 
 user's role at export time. A reviewer disabled since is still trusted: the correction
 was valid when it was made (disabling stops new requests, it does not retract past
 work); a correction to take back is undone in the service (`undone_at`). Without that
-table (or without a `username` column on `feedback`) every feedback row is exported:
-before the security issue every caller of the service is the built-in admin. The
-manifest says which rule applied.
+table (or without a `username` column on `feedback`) every feedback row is exported: a
+database from before users and roles existed knew one caller only, the built-in admin.
+The manifest says which rule applied.
 
 `merge_feedback` is the pure function `data prepare` uses to add the layer to the training
 split while the validation and test splits stay exactly as without feedback.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Select, and_, exists, func, inspect, select
+from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.db.models import Feedback, Prediction
@@ -188,20 +188,11 @@ def daily_accuracy(session: Session, since: datetime) -> list[DailyAccuracy]:
 
 
 def latest_drift_run(session: Session) -> dict[str, Any] | None:
-    """The newest row of `drift_runs` as a dict; None when the table is absent or empty.
+    """The newest `monitor drift` run as a dict of its columns (None before the first)."""
+    from rakuten_mlops.db.crud_monitoring import latest_drift_run as newest
+    from rakuten_mlops.db.models import DriftRun
 
-    Monitoring owns the table: it is read by reflection so the console does not depend on
-    its exact columns.
-    """
-    from sqlalchemy import MetaData, Table
-
-    bind = session.get_bind()
-    if not inspect(bind).has_table("drift_runs"):
+    run = newest(session)
+    if run is None:
         return None
-    table = Table("drift_runs", MetaData(), autoload_with=bind)
-    order = [c for c in ("created_at", "finished_at", "started_at", "id") if c in table.c]
-    statement = select(table)
-    if order:
-        statement = statement.order_by(table.c[order[0]].desc())
-    row = session.execute(statement.limit(1)).mappings().first()
-    return dict(row) if row is not None else None
+    return {column.key: getattr(run, column.key) for column in DriftRun.__table__.columns}

@@ -13,7 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.db.models import DriftRun, Feedback, Prediction
-from rakuten_mlops.db.session import DatabaseError, make_session_factory
+from rakuten_mlops.db.session import (
+    DatabaseError,
+    database_error_reason,
+    make_session_factory,
+    redact_database_url,
+)
 from rakuten_mlops.monitoring.quality import RECORD_COLUMNS
 
 # Columns of `production_inputs` (what the drift check compares with the reference).
@@ -145,8 +150,7 @@ def read_database(engine: Engine, work: Callable[[Session], Any], *, commit: boo
                 session.commit()
             return value
     except SQLAlchemyError as exc:
-        message = str(exc.orig if hasattr(exc, "orig") and exc.orig else exc).splitlines()[0]
         raise DatabaseError(
-            f"service database {engine.url.render_as_string(hide_password=True)}: {message} "
-            "(run `rakuten-mlops db upgrade` first?)"
+            f"service database {redact_database_url(str(engine.url))}: "
+            f"{database_error_reason(exc)} (run `rakuten-mlops db upgrade` first?)"
         ) from exc

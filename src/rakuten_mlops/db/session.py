@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +131,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions bound to `engine`; objects stay readable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()

@@ -261,12 +261,3 @@ def prepare_output_dir(output: Path, *, overwrite: bool) -> None:
         if not overwrite:
             raise DataError(f"--output {output} exists and is not empty (use --overwrite)")
         shutil.rmtree(output)
-
-
-def read_scores(output: Path) -> pd.DataFrame:
-    """Every output row of a scoring job (either engine), sorted by `index`."""
-    files = sorted(Path(output).glob("*.parquet"))
-    if not files:
-        raise DataError(f"{output}: no Parquet part file")
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    return frame.sort_values(INDEX_COLUMN, kind="stable").reset_index(drop=True)

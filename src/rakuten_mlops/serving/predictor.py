@@ -15,7 +15,7 @@ from typing import Any
 from rakuten_mlops.config import Settings
 from rakuten_mlops.db.models import new_prediction_id
 from rakuten_mlops.inference.model_io import ItemPrediction
-from rakuten_mlops.serving.batcher import MicroBatcher, ModelItem
+from rakuten_mlops.serving.batcher import BatchResult, MicroBatcher, ModelItem
 from rakuten_mlops.serving.logs import truncate
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.model_manager import LoadedModel, ModelManager, ModelNotReadyError
@@ -114,16 +114,7 @@ class PredictionService:
             result = await self.batcher.predict(model, [_model_item(products[i]) for i in indexes])
             latency_ms = (time.perf_counter() - t0) * 1000
             for i, item in zip(indexes, result.predictions, strict=True):
-                outputs[i] = PredictionOut(
-                    prediction_id=new_prediction_id(),
-                    created_at=datetime.now(UTC),
-                    item=item,
-                    needs_review=item.confidence < self.settings.review_threshold,
-                    model=model,
-                    latency_ms=latency_ms,
-                    model_ms=result.model_seconds * 1000,
-                    batch_size=result.batch_size,
-                )
+                outputs[i] = self._answer(item, model, result, latency_ms)
         answered = [out for out in outputs if out is not None]
         self._keep(products, answered, request_id=request_id, username=username, shadow=False)
         return answered
@@ -148,20 +139,23 @@ class PredictionService:
             logger.exception("shadow prediction failed")
             return
         latency_ms = (time.perf_counter() - t0) * 1000
-        outs = [
-            PredictionOut(
-                prediction_id=new_prediction_id(),
-                created_at=datetime.now(UTC),
-                item=item,
-                needs_review=item.confidence < self.settings.review_threshold,
-                model=model,
-                latency_ms=latency_ms,
-                model_ms=result.model_seconds * 1000,
-                batch_size=result.batch_size,
-            )
-            for item in result.predictions
-        ]
+        outs = [self._answer(item, model, result, latency_ms) for item in result.predictions]
         self._keep(products, outs, request_id=request_id, username=username, shadow=True)
+
+    def _answer(
+        self, item: ItemPrediction, model: LoadedModel, result: BatchResult, latency_ms: float
+    ) -> PredictionOut:
+        """One prediction of a micro-batch result, with its id, time and review flag."""
+        return PredictionOut(
+            prediction_id=new_prediction_id(),
+            created_at=datetime.now(UTC),
+            item=item,
+            needs_review=item.confidence < self.settings.review_threshold,
+            model=model,
+            latency_ms=latency_ms,
+            model_ms=result.model_seconds * 1000,
+            batch_size=result.batch_size,
+        )
 
     def _keep(
         self,
