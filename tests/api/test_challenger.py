@@ -191,3 +191,7 @@ def test_abtest_report_command_on_the_service_database(
     assert report["paired"] == 3 and report["champion"]["labelled"] == 3
     bad = CliRunner().invoke(cli_app, ["abtest", "report", "--since", "last tuesday"])
     assert bad.exit_code != 0 and "--since" in bad.output
+    # --since reads durations as the monitoring commands do (2w included), or ISO dates.
+    for since in ("2w", "30m", "2026-01-01"):
+        recent = CliRunner().invoke(cli_app, ["abtest", "report", "--since", since])
+        assert recent.exit_code == 0, (since, recent.output)

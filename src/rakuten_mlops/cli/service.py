@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -165,15 +165,19 @@ def abtest_report(
 
 
 def _parse_since(text: str | None) -> datetime | None:
+    """`--since`: a duration as the monitoring commands take it (30m, 12h, 7d, 2w) or an ISO date."""
+    from rakuten_mlops.monitoring.runs import parse_duration
+
     if not text:
         return None
-    units = {"d": "days", "h": "hours", "m": "minutes"}
-    if text[-1] in units and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except DataError:
+        pass
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise DataError(
-            f"--since: expected a duration like 7d / 12h or an ISO date, got {text!r}"
+            f"--since: expected a duration like 30m, 12h, 7d or 2w, or an ISO date, got {text!r}"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
