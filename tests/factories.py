@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from rakuten_mlops.data.schema import (
+from rakuten_mlops.schema import (
     IMAGE_TRAIN_DIR,
     INDEX_COL,
     PROCESSED_COLUMNS,

@@ -7,7 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from factories import tiny_model_params
-from rakuten_mlops.data.schema import (
+from rakuten_mlops.features.text import clean_text
+from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.models.pyfunc import save_pyfunc_model
+from rakuten_mlops.schema import (
     IMAGE_TRAIN_DIR,
     INDEX_COL,
     PROCESSED_COLUMNS,
@@ -16,9 +19,6 @@ from rakuten_mlops.data.schema import (
     Y_TRAIN_FILE,
     image_filename,
 )
-from rakuten_mlops.features.text import clean_text
-from rakuten_mlops.models.pipeline import ProductClassifier
-from rakuten_mlops.models.pyfunc import save_pyfunc_model
 
 
 def sample_products(sample_dir: Path, n: int, seed: int = 0) -> pd.DataFrame:

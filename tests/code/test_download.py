@@ -25,8 +25,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from rakuten_mlops import schema
 from rakuten_mlops.cli import app
-from rakuten_mlops.data import schema
 from rakuten_mlops.data.download import (
     EXTRACT_MARKER,
     build_file_url,

@@ -22,9 +22,9 @@ from rakuten_mlops.data.feedback import (
     load_feedback_layer,
 )
 from rakuten_mlops.data.prepare import load_feedback_holdout, load_split, prepare_dataset
-from rakuten_mlops.data.schema import IMAGE_TRAIN_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
 from rakuten_mlops.data.validate import load_labelled_products
 from rakuten_mlops.errors import DataError
+from rakuten_mlops.schema import IMAGE_TRAIN_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
 from service_records import REVIEWER, ServiceRecords
 
 

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from factories import COLORS, VOCABULARY, make_products, tiny_model_params, write_jpeg
 from rakuten_mlops.cli import app
-from rakuten_mlops.data.schema import OUTPUT_COLUMNS, image_filename
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.inference.batch import (
     NOTE_COLUMN,
@@ -25,6 +24,7 @@ from rakuten_mlops.inference.batch import (
     predict_csv,
 )
 from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.schema import OUTPUT_COLUMNS, image_filename
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from rakuten_mlops import schema
 from rakuten_mlops.cli import app
 from rakuten_mlops.config import ParamsError, load_params
-from rakuten_mlops.data import schema
 from rakuten_mlops.data.ingest import import_dataset
 from rakuten_mlops.data.manifest import sha256_file
 from rakuten_mlops.data.prepare import (

@@ -246,7 +246,7 @@ def _write_minimal_split(processed: Path) -> None:
 
     import pandas as pd
 
-    from rakuten_mlops.data import schema
+    from rakuten_mlops import schema
 
     processed.mkdir(parents=True)
     frame = pd.DataFrame({column: [] for column in schema.PROCESSED_COLUMNS})

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from rakuten_mlops import schema
 from rakuten_mlops.cli import app
 from rakuten_mlops.config import load_params
-from rakuten_mlops.data import schema
 from rakuten_mlops.data.validate import dedup_keys, load_labelled_products, load_text_origin
 from rakuten_mlops.features.images import is_decodable
 from rakuten_mlops.features.text import clean_text

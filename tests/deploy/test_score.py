@@ -17,10 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from rakuten_mlops.cli import app
-from rakuten_mlops.data.schema import IMAGE_TRAIN_DIR, OUTPUT_COLUMNS, X_TRAIN_FILE
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.inference.batch import NOTE_COLUMN, NOTE_NO_INPUT, predict_csv
 from rakuten_mlops.models.pyfunc import PredictFn, as_predict_fn, load_pyfunc_model
+from rakuten_mlops.schema import IMAGE_TRAIN_DIR, OUTPUT_COLUMNS, X_TRAIN_FILE
 from rakuten_mlops.scoring.catalogue import ERROR_COLUMN, INDEX_COLUMN, SCORE_COLUMNS
 from rakuten_mlops.scoring.local import score_local
 from rakuten_mlops.scoring.spark import build_spark_session, score_spark

@@ -12,10 +12,10 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
 
-from rakuten_mlops.data.schema import TARGET_COL, X_TRAIN_FILE, Y_TRAIN_FILE
 from rakuten_mlops.evaluation.metrics import compute_calibration
 from rakuten_mlops.features.text import clean_text
 from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.schema import TARGET_COL, X_TRAIN_FILE, Y_TRAIN_FILE
 
 
 def load_sample_text(sample_dir: Path, n: int) -> pd.DataFrame:

@@ -36,8 +36,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 from tqdm import tqdm
 
-from rakuten_mlops import __version__
-from rakuten_mlops.data import schema
+from rakuten_mlops import __version__, schema
 from rakuten_mlops.data.manifest import Manifest, sha256_file
 from rakuten_mlops.errors import DownloadError
 

@@ -49,7 +49,9 @@ import numpy as np
 import pandas as pd
 
 from rakuten_mlops.config import ParamsError
-from rakuten_mlops.data.schema import (
+from rakuten_mlops.db.session import redact_database_url
+from rakuten_mlops.errors import DataError, RakutenError
+from rakuten_mlops.schema import (
     IMAGE_TRAIN_DIR,
     INDEX_COL,
     PROCESSED_COLUMNS,
@@ -59,8 +61,6 @@ from rakuten_mlops.data.schema import (
     Y_TRAIN_FILE,
     image_filename,
 )
-from rakuten_mlops.db.session import redact_database_url
-from rakuten_mlops.errors import DataError, RakutenError
 
 logger = logging.getLogger(__name__)
 

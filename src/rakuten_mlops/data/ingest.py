@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from rakuten_mlops.data.manifest import DirectoryEntry, FileEntry, Manifest, sha256_file
-from rakuten_mlops.data.schema import (
+from rakuten_mlops.errors import DataError
+from rakuten_mlops.schema import (
     IMAGE_TEST_DIR,
     IMAGE_TRAIN_DIR,
     MANIFEST_FILE,
@@ -26,7 +27,6 @@ from rakuten_mlops.data.schema import (
     X_TRAIN_FILE,
     Y_TRAIN_FILE,
 )
-from rakuten_mlops.errors import DataError
 
 REQUIRED_FILES = (X_TRAIN_FILE, Y_TRAIN_FILE)
 OPTIONAL_FILES = (X_TEST_FILE, TEXT_ORIGIN_FILE)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rakuten_mlops.data.schema import MANIFEST_FILE
+from rakuten_mlops.schema import MANIFEST_FILE
 
 _CHUNK = 1024 * 1024
 

@@ -38,7 +38,11 @@ from rakuten_mlops.data.feedback import (
     count_classes,
 )
 from rakuten_mlops.data.manifest import sha256_file
-from rakuten_mlops.data.schema import (
+from rakuten_mlops.data.validate import dedup_keys, load_labelled_products, load_text_origin
+from rakuten_mlops.errors import DataError
+from rakuten_mlops.features.images import is_decodable
+from rakuten_mlops.features.text import clean_text
+from rakuten_mlops.schema import (
     CATEGORY_NAMES,
     IMAGE_TRAIN_DIR,
     INDEX_COL,
@@ -49,10 +53,6 @@ from rakuten_mlops.data.schema import (
     TARGET_COL,
     image_filename,
 )
-from rakuten_mlops.data.validate import dedup_keys, load_labelled_products, load_text_origin
-from rakuten_mlops.errors import DataError
-from rakuten_mlops.features.images import is_decodable
-from rakuten_mlops.features.text import clean_text
 
 SPLITS_DIR = "splits"
 DEFAULT_TEXT_ORIGIN = "full"

@@ -26,7 +26,10 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 from tqdm import tqdm
 
-from rakuten_mlops.data.schema import (
+from rakuten_mlops.errors import DataError
+from rakuten_mlops.features.images import is_decodable
+from rakuten_mlops.features.text import clean_text, normalize_for_dedup
+from rakuten_mlops.schema import (
     IMAGE_TRAIN_DIR,
     INDEX_COL,
     PRODUCT_CODES,
@@ -38,9 +41,6 @@ from rakuten_mlops.data.schema import (
     Y_TRAIN_FILE,
     image_filename,
 )
-from rakuten_mlops.errors import DataError
-from rakuten_mlops.features.images import is_decodable
-from rakuten_mlops.features.text import clean_text, normalize_for_dedup
 
 # Above this share of empty titles the text model has nothing to learn from.
 DEFAULT_MAX_EMPTY_DESIGNATION_RATIO = 0.01

@@ -19,7 +19,7 @@ from rakuten_mlops.db.session import (
     make_session_factory,
     redact_database_url,
 )
-from rakuten_mlops.monitoring.quality import RECORD_COLUMNS
+from rakuten_mlops.schema import RECORD_COLUMNS
 
 # Columns of `production_inputs` (what the drift check compares with the reference).
 INPUT_COLUMNS = (

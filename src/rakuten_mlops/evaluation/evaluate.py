@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from rakuten_mlops.config import ParamsError
-from rakuten_mlops.data.schema import MODEL_INPUT_COLUMNS, TARGET_COL
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.evaluation.metrics import (
     CalibrationCurve,
@@ -39,6 +38,7 @@ from rakuten_mlops.evaluation.reports import (
     plot_coverage_curve,
     render_model_card,
 )
+from rakuten_mlops.schema import MODEL_INPUT_COLUMNS, TARGET_COL
 
 if TYPE_CHECKING:
     from rakuten_mlops.models.pyfunc import PredictFn

@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from rakuten_mlops.data.schema import CATEGORY_NAMES
+from rakuten_mlops.schema import CATEGORY_NAMES
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

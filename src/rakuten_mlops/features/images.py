@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from rakuten_mlops.data.schema import image_filename
+from rakuten_mlops.schema import image_filename
 
 # A JPEG ends with the EOI marker; some encoders pad after it, so look at the tail only.
 _JPEG_EOI = b"\xff\xd9"

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm import tqdm
 
-from rakuten_mlops.data.schema import OUTPUT_COLUMNS, image_filename
 from rakuten_mlops.errors import DataError, ModelError, RakutenError
 from rakuten_mlops.inference.model_io import (
     NOTE_DESIGNATION_FROM_DESCRIPTION,
@@ -35,6 +34,7 @@ from rakuten_mlops.inference.model_io import (
     check_model_output,
     resolve_notes,
 )
+from rakuten_mlops.schema import OUTPUT_COLUMNS, image_filename
 
 if TYPE_CHECKING:
     from rakuten_mlops.models.pyfunc import PredictFn

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rakuten_mlops.data.schema import CATEGORY_NAMES, OUTPUT_COLUMNS
 from rakuten_mlops.errors import ModelError
+from rakuten_mlops.schema import CATEGORY_NAMES, OUTPUT_COLUMNS
 
 NOTE_DESIGNATION_FROM_DESCRIPTION = "empty designation: predicted from the description"
 NOTE_IMAGE_ONLY = "no text: predicted from the image only"

@@ -28,7 +28,6 @@ import torch
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm.auto import tqdm
 
-from rakuten_mlops.data.schema import CATEGORY_NAMES, OUTPUT_COLUMNS, TARGET_COL
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.features.image_tensors import decode_image, load_images
 from rakuten_mlops.features.text import clean_text, normalize_for_dedup
@@ -38,6 +37,7 @@ from rakuten_mlops.models.params import ModelParams, parse_model_params
 from rakuten_mlops.models.sparse import SparseTextModel
 from rakuten_mlops.models.text_nn import NeuralTextClassifier
 from rakuten_mlops.models.transformer import TransformerTextClassifier, check_transformer_setup
+from rakuten_mlops.schema import CATEGORY_NAMES, OUTPUT_COLUMNS, TARGET_COL
 
 logger = logging.getLogger(__name__)
 

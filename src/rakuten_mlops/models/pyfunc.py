@@ -25,9 +25,9 @@ from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
 from mlflow.types.schema import ColSpec, Schema
 
 import rakuten_mlops
-from rakuten_mlops.data.schema import MODEL_INPUT_COLUMNS
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.pipeline import ProductClassifier, category_name, empty_output
+from rakuten_mlops.schema import MODEL_INPUT_COLUMNS
 
 ARTIFACT_NAME = "model"
 # What batch prediction, evaluation and latency checks call: model input -> output contract.

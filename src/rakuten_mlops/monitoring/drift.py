@@ -39,8 +39,8 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 
-from rakuten_mlops.data.schema import TARGET_COL
 from rakuten_mlops.errors import DataError
+from rakuten_mlops.schema import TARGET_COL
 
 # Descriptors of one text field, in column order (prefixed with `title_` / `description_`).
 TEXT_DESCRIPTORS = ("missing", "length", "words", "digit_share", "upper_share", "oov_rate")

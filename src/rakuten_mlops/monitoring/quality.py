@@ -21,19 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# Columns of the frame the functions below read.
-RECORD_COLUMNS = (
-    "prediction_id",
-    "request_id",
-    "productid",
-    "designation",
-    "variant",
-    "model_version",
-    "shadow",
-    "prdtypecode",
-    "confidence",
-    "true_code",
-)
 _Z_95 = 1.959963984540054
 
 
@@ -130,7 +117,7 @@ def online_quality(records: pd.DataFrame, *, n_boot: int = 200, seed: int = 0) -
     """Quality per (model version, variant), most predictions first.
 
     Args:
-        records: one row per prediction of the window (`RECORD_COLUMNS`), `true_code` the
+        records: one row per prediction of the window (`schema.RECORD_COLUMNS`), `true_code` the
             reviewers' latest code (NaN when none). Shadow predictions get the label of the
             answered one (`propagate_labels_to_shadow`) and are reported as variant
             "<variant> (shadow)".

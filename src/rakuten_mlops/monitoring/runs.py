@@ -21,7 +21,6 @@ from sqlalchemy.engine import Engine
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.data.prepare import load_split
-from rakuten_mlops.data.schema import PROCESSED_METADATA_FILE, TARGET_COL
 from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.db.session import make_engine
 from rakuten_mlops.errors import DataError
@@ -33,6 +32,7 @@ from rakuten_mlops.monitoring.drift import (
     vocabulary_from_model,
 )
 from rakuten_mlops.monitoring.quality import QualityRow, online_quality
+from rakuten_mlops.schema import PROCESSED_METADATA_FILE, TARGET_COL
 
 logger = logging.getLogger(__name__)
 

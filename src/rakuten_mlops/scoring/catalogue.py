@@ -23,9 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rakuten_mlops.data.schema import OUTPUT_COLUMNS
 from rakuten_mlops.errors import DataError, RakutenError
 from rakuten_mlops.inference.batch import NOTE_COLUMN, predict_chunk
+from rakuten_mlops.schema import OUTPUT_COLUMNS
 
 if TYPE_CHECKING:
     from rakuten_mlops.models.pyfunc import PredictFn

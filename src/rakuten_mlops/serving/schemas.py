@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rakuten_mlops.data.schema import CATEGORY_NAMES, PRODUCT_CODES
+from rakuten_mlops.schema import CATEGORY_NAMES, PRODUCT_CODES
 
 MAX_TITLE_CHARS = 1_000
 MAX_DESCRIPTION_CHARS = 20_000

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rakuten_mlops.data.schema import TARGET_COL
 from rakuten_mlops.errors import DataError, RakutenError
+from rakuten_mlops.schema import TARGET_COL
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def load_traffic(
     Raises:
         DataError: the source is missing, empty or lacks `designation`.
     """
-    from rakuten_mlops.data.schema import image_filename
+    from rakuten_mlops.schema import image_filename
 
     if input_csv is None:
         if processed_dir is None:

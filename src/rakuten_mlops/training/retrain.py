@@ -232,7 +232,7 @@ def _enough_new_labels(
 
 def _merged_batches(processed_dir: Path) -> list[str]:
     """The feedback batches the current processed data was prepared with."""
-    from rakuten_mlops.data.schema import PROCESSED_METADATA_FILE
+    from rakuten_mlops.schema import PROCESSED_METADATA_FILE
 
     path = Path(processed_dir) / PROCESSED_METADATA_FILE
     if not path.is_file():

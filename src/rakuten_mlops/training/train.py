@@ -37,7 +37,6 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.data.schema import PRODUCT_CODES, TARGET_COL
 from rakuten_mlops.errors import ModelError, RakutenError
 from rakuten_mlops.evaluation.evaluate import (
     EvaluationResult,
@@ -58,6 +57,7 @@ from rakuten_mlops.registry.registry import (
     promote_version,
     set_challenger,
 )
+from rakuten_mlops.schema import PRODUCT_CODES, TARGET_COL
 from rakuten_mlops.tracking import (
     configure_tracking,
     fingerprint_files,

@@ -38,10 +38,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.data.schema import CATEGORY_NAMES, PRODUCT_CODES
 from rakuten_mlops.db import crud, crud_console
 from rakuten_mlops.db.crud_console import QueueFilters, QueueOrder
 from rakuten_mlops.db.models import Prediction
+from rakuten_mlops.schema import CATEGORY_NAMES, PRODUCT_CODES
 from rakuten_mlops.serving import security
 from rakuten_mlops.serving.api.routes import users as users_api
 from rakuten_mlops.serving.api.routes.feedback import post_feedback

@@ -1,7 +1,9 @@
-"""Names and constants of the challenge data: files, columns, classes, layers.
+"""The project's contract: files, columns, classes and layers of the data, the columns of a
+service's prediction records.
 
-This module is the contract between the data stages, the model and the CLI. It holds no
-logic beyond tiny pure helpers.
+Every layer imports it (data stages, model, inference, database, monitoring, serving, CLI)
+and it imports nothing of the project: it is the ground floor. It holds no logic beyond tiny
+pure helpers.
 """
 
 from __future__ import annotations
@@ -93,3 +95,20 @@ OUTPUT_COLUMNS = (
 def image_filename(imageid: int, productid: int) -> str:
     """Official image file name of a product."""
     return f"image_{imageid}_product_{productid}.jpg"
+
+
+# A prediction record of the service as monitoring reads it (one row per prediction, with the
+# reviewer's code as `true_code` when there is one): the database layer returns these
+# columns and the online-quality workflow computes on them.
+RECORD_COLUMNS = (
+    "prediction_id",
+    "request_id",
+    "productid",
+    "designation",
+    "variant",
+    "model_version",
+    "shadow",
+    "prdtypecode",
+    "confidence",
+    "true_code",
+)
