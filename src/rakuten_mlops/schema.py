@@ -19,6 +19,8 @@ IMAGE_TRAIN_DIR = PurePosixPath("images/image_train")
 IMAGE_TEST_DIR = PurePosixPath("images/image_test")
 # Optional, sample-only: how complete each row's text is (`index`, `origin`).
 TEXT_ORIGIN_FILE = "text_origin.csv"
+# The `text_origin` of a row whose source does not say otherwise.
+DEFAULT_TEXT_ORIGIN = "full"
 MANIFEST_FILE = "manifest.json"
 
 DOWNLOAD_FILES = (X_TRAIN_FILE, Y_TRAIN_FILE, X_TEST_FILE, IMAGES_ZIP)

@@ -527,7 +527,7 @@ def load_feedback_layer(feedback_dir: Path, batches: Iterable[str] | None = None
     Raises:
         DataError: a batch is malformed.
     """
-    from rakuten_mlops.data.prepare import build_processed_frame, find_usable_images
+    from rakuten_mlops.data.processed import build_processed_frame, find_usable_images
     from rakuten_mlops.data.validate import load_labelled_products
 
     wanted = set(batches) if batches is not None else None
