@@ -61,7 +61,7 @@ def drift(
     Exits 0 whether drift is found or not (the verdict is in the report, the database and
     the `rakuten_drift_detected` gauge); non-zero only when the check cannot run.
     """
-    from rakuten_mlops.db.session import check_service_database
+    from rakuten_mlops.db.migrate import check_service_database
     from rakuten_mlops.monitoring.drift import NotEnoughRowsError
     from rakuten_mlops.monitoring.runs import resolve_window, run_drift_check
 
@@ -121,7 +121,7 @@ def quality(
     Beside them, the expected accuracy (mean calibrated top-1 confidence) over all the
     window's predictions and over the labelled ones.
     """
-    from rakuten_mlops.db.session import check_service_database
+    from rakuten_mlops.db.migrate import check_service_database
     from rakuten_mlops.monitoring.quality import format_quality
     from rakuten_mlops.monitoring.runs import resolve_window, run_quality_check
 

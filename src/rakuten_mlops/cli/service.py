@@ -141,11 +141,8 @@ def abtest_report(
     """Compare champion and challenger on feedback: accuracy, weighted F1 (CI), agreement,
     latency, and whether the difference is significant."""
     from rakuten_mlops.db import crud
-    from rakuten_mlops.db.session import (
-        check_service_database,
-        make_engine,
-        make_session_factory,
-    )
+    from rakuten_mlops.db.migrate import check_service_database
+    from rakuten_mlops.db.session import make_engine, make_session_factory
     from rakuten_mlops.evaluation.abtest import compare_variants
 
     url = get_settings().database_url

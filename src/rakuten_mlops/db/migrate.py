@@ -7,8 +7,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from alembic.script import ScriptDirectory
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rakuten_mlops.db.session import (
     DatabaseError,
@@ -65,3 +66,42 @@ def current_revision_of(engine: object) -> str | None:
     """The Alembic revision the database is at (None before the first migration)."""
     with engine.connect() as connection:  # type: ignore[attr-defined]
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_service_database(url: str) -> None:
+    """Check that the service database exists, answers and is migrated, without creating or
+    changing anything (for the commands that only read it).
+
+    Raises:
+        DatabaseError: one line naming the URL in force (password hidden) and the fix.
+    """
+    shown = redact_database_url(url)
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise DatabaseError(f"RAKUTEN_DATABASE_URL is not a database URL: {shown}") from None
+    database = parsed.database or ""
+    local = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if local and not Path(database).is_file():
+        raise DatabaseError(
+            f"no service database at {database} (RAKUTEN_DATABASE_URL={shown}): set "
+            "RAKUTEN_DATABASE_URL to the service's database, or start the service / run "
+            "`rakuten-mlops db upgrade` to create it"
+        )
+    engine = make_engine(url)
+    try:
+        revision = current_revision_of(engine)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"cannot reach the service database {shown}: {database_error_reason(exc)}; check "
+            "RAKUTEN_DATABASE_URL "
+            "and that the database server is running"
+        ) from None
+    finally:
+        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    if revision != head:
+        raise DatabaseError(
+            f"the service database {shown} is not migrated (revision {revision or 'none'}, "
+            f"expected {head}): run `rakuten-mlops db upgrade` (the service does it at start)"
+        )
