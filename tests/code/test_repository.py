@@ -39,5 +39,5 @@ def test_dvc_lock_and_metrics_files_are_meant_for_git() -> None:
         text=True,
     )
     assert ignored.stdout == ""
-    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((REPO / "docs" / "model.md").read_text(encoding="utf-8").split())
     assert "`git add dvc.lock metrics && git commit`" in readme
