@@ -134,6 +134,27 @@ class ProductClassifier:
             names.append("image")
         return names
 
+    def word_vocabulary(self) -> frozenset[str]:
+        """The single words the text branches learned (title and description words of the
+        sparse branch, word features of the neural text branch); empty without text branch.
+
+        Drift monitoring measures out-of-vocabulary words against it.
+        """
+        words: set[str] = set()
+        if self.sparse is not None:
+            for name in ("title_words", "description_words"):
+                vectorizer = self.sparse.vectorizers.get(name)
+                vocabulary = getattr(vectorizer, "vocabulary_", None) or {}
+                words.update(term for term in vocabulary if " " not in term)
+        tokenizer = getattr(self.text_nn, "tokenizer", None)
+        if tokenizer is not None:
+            words.update(
+                feature[2:]
+                for feature in tokenizer.vocabulary
+                if feature.startswith(("t:", "d:")) and " " not in feature
+            )
+        return frozenset(words)
+
     def _check_training_frame(self, frame: pd.DataFrame, split: str) -> None:
         missing = [column for column in _TRAINING_COLUMNS if column not in frame.columns]
         if missing:

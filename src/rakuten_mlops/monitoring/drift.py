@@ -142,24 +142,10 @@ def vocabulary_from_model(model: object) -> frozenset[str] | None:
         word features, or None when the model has neither (then build one from the reference).
     """
     classifier = _unwrap_classifier(model)
-    if classifier is None:
+    word_vocabulary = getattr(classifier, "word_vocabulary", None)
+    if not callable(word_vocabulary):
         return None
-    words: set[str] = set()
-    sparse = getattr(classifier, "sparse", None)
-    if sparse is not None:
-        for name in ("title_words", "description_words"):
-            vectorizer = sparse.vectorizers.get(name)
-            vocabulary = getattr(vectorizer, "vocabulary_", None) or {}
-            words.update(term for term in vocabulary if " " not in term)
-    text_nn = getattr(classifier, "text_nn", None)
-    tokenizer = getattr(text_nn, "tokenizer", None)
-    if tokenizer is not None:
-        words.update(
-            feature[2:]
-            for feature in tokenizer.vocabulary
-            if feature.startswith(("t:", "d:")) and " " not in feature
-        )
-    return frozenset(words) or None
+    return frozenset(word_vocabulary()) or None
 
 
 def _unwrap_classifier(model: object) -> object | None:
