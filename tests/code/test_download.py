@@ -33,7 +33,7 @@ from rakuten_mlops.data.download import (
     download_dataset,
     extract_images,
     plan_extraction,
-    redact_url,
+    url_without_credentials,
 )
 from rakuten_mlops.data.manifest import Manifest, sha256_file
 from rakuten_mlops.errors import DownloadError
@@ -297,8 +297,11 @@ def test_base_url_without_trailing_slash_downloads(
 
 
 def test_redact_url_drops_credentials() -> None:
-    assert redact_url("https://user:pw@mirror.example:8443/d/") == "https://mirror.example:8443/d/"
-    assert redact_url("https://mirror.example/d/") == "https://mirror.example/d/"
+    assert (
+        url_without_credentials("https://user:pw@mirror.example:8443/d/")
+        == "https://mirror.example:8443/d/"
+    )
+    assert url_without_credentials("https://mirror.example/d/") == "https://mirror.example/d/"
 
 
 # --- resume and skip ------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def build_file_url(base_url: str, name: str) -> str:
     return f"{base_url.rstrip('/')}/{quote(name)}"
 
 
-def redact_url(url: str) -> str:
+def url_without_credentials(url: str) -> str:
     """The URL without user:password, safe to log or record."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
@@ -139,14 +139,16 @@ def download_dataset(
     """
     scheme = urlsplit(base_url).scheme
     if scheme not in ("http", "https"):
-        raise DownloadError(f"base URL must start with http:// or https://: {redact_url(base_url)}")
+        raise DownloadError(
+            f"base URL must start with http:// or https://: {url_without_credentials(base_url)}"
+        )
     for name in files:
         if not name or PurePosixPath(name).name != name or name in (".", ".."):
             raise DownloadError(f"invalid dataset file name {name!r}: expected a plain file name")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
 
-    source = redact_url(base_url)
+    source = url_without_credentials(base_url)
     manifest = Manifest(source=source)
     headers = {
         # Byte counts must match Content-Length / Content-Range: no transparent compression.
@@ -207,7 +209,7 @@ def download_file(
     Raises:
         DownloadError: HTTP 401/403/404 (no retry), server unreachable, or retries exhausted.
     """
-    shown_url = redact_url(url)
+    shown_url = url_without_credentials(url)
     if target.is_file() and _is_already_complete(client, url, target):
         log.info("%s already complete, skipped", target)
         return False
@@ -307,7 +309,7 @@ def _fetch_once(client: httpx.Client, url: str, part: Path, bar: tqdm[bytes]) ->
 
     Returns once `part` is complete; raises `_TransientError` for what a retry can fix.
     """
-    shown_url = redact_url(url)
+    shown_url = url_without_credentials(url)
     offset = _file_size(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
