@@ -33,8 +33,11 @@ def test_links_lead_somewhere(page: Path) -> None:
             continue
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        missing_anchor = anchor and linked.suffix == ".md" and anchor not in anchors(linked)
-        if not linked.exists() or missing_anchor:
+        exists = linked.exists()
+        missing_anchor = (
+            exists and anchor and linked.suffix == ".md" and anchor not in anchors(linked)
+        )
+        if not exists or missing_anchor:
             broken.append(target)
     assert broken == []
 
