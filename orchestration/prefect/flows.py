@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,18 @@ from prefect.variables import Variable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "airflow" / "dags"))
 from rakuten_common import (
     DEFAULTS,
+    SKIPPED,
     Paths,
     Thresholds,
+    claim_inbox,
     json_to_file,
     needs_retrain,
     paths,
     q,
     read_json,
     run_file,
+    score_command,
 )
-
-SKIPPED = 99  # exit code of a rejected input (as the DAG's @task.bash skip code)
 
 
 def setting(name: str) -> str:
@@ -181,46 +181,16 @@ def retrain(force: bool = False, reason: str = "schedule") -> dict[str, Any]:
 @task
 def claim_files() -> list[str]:
     """Settled CSVs of the inbox, moved into this run's folder (plus those it claimed before)."""
-    batch = where().batch
-    inbox = batch / "inbox"
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id())
-    claimed_dir = batch / "processing" / name
     settle_s = float(setting("rakuten_batch_settle_s"))
-    claimed = sorted(claimed_dir.glob("*.csv")) if claimed_dir.is_dir() else []
-    for path in sorted(inbox.glob("*.csv")) if inbox.is_dir() else []:
-        if time.time() - path.stat().st_mtime < settle_s:
-            print(f"{path.name}: still being written, left for the next run")
-            continue
-        claimed_dir.mkdir(parents=True, exist_ok=True)
-        target = claimed_dir / path.name
-        path.rename(target)
-        claimed.append(target)
-    print(f"{len(claimed)} file(s) to score: {[p.name for p in claimed]}")
-    return [str(p) for p in claimed]
+    return [str(p) for p in claim_inbox(where().batch, run_id(), settle_s)]
 
 
 @task(retries=2, retry_delay_seconds=120)
 def score_file(path: str) -> str:
     """Check, then predict one claimed file; 'rejected: ...' or the predictions' path."""
-    paths_ = where()
     source = Path(path)
-    name = source.stem
-    rejected, outbox, done = (paths_.batch / d for d in ("rejected", "outbox", "done"))
-    reason = rejected / f"{name}.reason.txt"
-    output = outbox / f"{name}.predictions.csv"
-    model = q(setting("rakuten_batch_model"))
-    # The command of the Airflow DAG's score_file, word for word.
-    code, last = bash(
-        f"set -uo pipefail; cd {q(paths_.project)}; "
-        f"mkdir -p {q(rejected)} {q(outbox)} {q(done)}; "
-        f"if ! {paths_.cli} data check-input --input {q(source)} 2> {q(reason)}.part; then "
-        f"mv {q(reason)}.part {q(reason)}; mv {q(source)} {q(rejected / source.name)}; "
-        f"echo rejected: $(cat {q(reason)}); exit {SKIPPED}; fi; "
-        f"rm -f {q(reason)}.part; set -e; "
-        f"{paths_.cli} predict --model {model} --input {q(source)} --output {q(output)} "
-        f"--no-progress; mv {q(source)} {q(done / source.name)}; echo {q(output)}",
-        ok=(0, SKIPPED),
-    )
+    command = score_command(where(), source, setting("rakuten_batch_model"))
+    code, last = bash(command, ok=(0, SKIPPED))
     return last if code == 0 else f"rejected: {source.name}"
 
 

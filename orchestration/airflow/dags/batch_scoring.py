@@ -15,14 +15,11 @@ run), `outbox/<name>.predictions.csv` (the predictions), `done/` (inputs predict
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import dag, task
-from rakuten_common import paths, q, setting
-
-SKIPPED = 99  # @task.bash's exit code for "skipped"
+from rakuten_common import SKIPPED, claim_inbox, paths, score_command, setting
 
 
 @dag(
@@ -40,45 +37,12 @@ def batch_scoring() -> None:
 
     @task
     def claim_files(run_id: str | None = None) -> list[str]:
-        batch = paths().batch
-        inbox = batch / "inbox"
-        claimed_dir = (
-            batch
-            / "processing"
-            / "".join(c if c.isalnum() or c in "-_." else "_" for c in (run_id or "manual"))
-        )
         settle_s = float(setting("rakuten_batch_settle_s"))
-        claimed = sorted(claimed_dir.glob("*.csv")) if claimed_dir.is_dir() else []
-        for path in sorted(inbox.glob("*.csv")) if inbox.is_dir() else []:
-            if time.time() - path.stat().st_mtime < settle_s:
-                print(f"{path.name}: still being written, left for the next run")
-                continue
-            claimed_dir.mkdir(parents=True, exist_ok=True)
-            target = claimed_dir / path.name
-            path.rename(target)
-            claimed.append(target)
-        print(f"{len(claimed)} file(s) to score: {[p.name for p in claimed]}")
-        return [str(p) for p in claimed]
+        return [str(p) for p in claim_inbox(paths().batch, run_id or "manual", settle_s)]
 
     @task.bash(skip_on_exit_code=SKIPPED)
     def score_file(path: str) -> str:
-        where = paths()
-        source = Path(path)
-        name = source.stem
-        rejected, outbox, done = (where.batch / d for d in ("rejected", "outbox", "done"))
-        reason = rejected / f"{name}.reason.txt"
-        output = outbox / f"{name}.predictions.csv"
-        model = q(setting("rakuten_batch_model"))
-        return (
-            f"set -uo pipefail; cd {q(where.project)}; "
-            f"mkdir -p {q(rejected)} {q(outbox)} {q(done)}; "
-            f"if ! {where.cli} data check-input --input {q(source)} 2> {q(reason)}.part; then "
-            f"mv {q(reason)}.part {q(reason)}; mv {q(source)} {q(rejected / source.name)}; "
-            f"echo rejected: $(cat {q(reason)}); exit {SKIPPED}; fi; "
-            f"rm -f {q(reason)}.part; set -e; "
-            f"{where.cli} predict --model {model} --input {q(source)} --output {q(output)} "
-            f"--no-progress; mv {q(source)} {q(done / source.name)}; echo {q(output)}"
-        )
+        return score_command(paths(), Path(path), setting("rakuten_batch_model"))
 
     score_file.expand(path=claim_files())
 

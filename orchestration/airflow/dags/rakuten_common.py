@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,55 @@ def json_to_file(command: str, target: Path, project: Path) -> str:
     return (
         f"set -euo pipefail; cd {q(project)}; mkdir -p {q(target.parent)}; "
         f"{command} > {q(part)}; mv {q(part)} {q(target)}; echo {q(target)}"
+    )
+
+
+# Exit code of `score_command` for a rejected input (Airflow's @task.bash skips the task on it).
+SKIPPED = 99
+
+
+def claim_inbox(batch: Path, run_id: str, settle_s: float) -> list[Path]:
+    """Move the settled CSVs of `<batch>/inbox` into this run's `processing/<run>/` folder.
+
+    An atomic rename: two runs never take the same file. Files this run claimed before (a
+    retry) come back first; a file younger than `settle_s` is left for the next run.
+    """
+    inbox = batch / "inbox"
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in (run_id or "manual"))
+    claimed_dir = batch / "processing" / name
+    claimed = sorted(claimed_dir.glob("*.csv")) if claimed_dir.is_dir() else []
+    for path in sorted(inbox.glob("*.csv")) if inbox.is_dir() else []:
+        if time.time() - path.stat().st_mtime < settle_s:
+            print(f"{path.name}: still being written, left for the next run")
+            continue
+        claimed_dir.mkdir(parents=True, exist_ok=True)
+        target = claimed_dir / path.name
+        path.rename(target)
+        claimed.append(target)
+    print(f"{len(claimed)} file(s) to score: {[p.name for p in claimed]}")
+    return claimed
+
+
+def score_command(where: Paths, source: Path, model: str) -> str:
+    """The bash command that checks one claimed file and predicts it.
+
+    A bad file goes to `rejected/` with `<name>.reason.txt` and the command exits `SKIPPED`;
+    a good one is predicted into `outbox/<name>.predictions.csv` (the last line printed) and
+    moved to `done/`. A model failure fails the command; the file stays claimed for a retry.
+    """
+    name = source.stem
+    rejected, outbox, done = (where.batch / d for d in ("rejected", "outbox", "done"))
+    reason = rejected / f"{name}.reason.txt"
+    output = outbox / f"{name}.predictions.csv"
+    return (
+        f"set -uo pipefail; cd {q(where.project)}; "
+        f"mkdir -p {q(rejected)} {q(outbox)} {q(done)}; "
+        f"if ! {where.cli} data check-input --input {q(source)} 2> {q(reason)}.part; then "
+        f"mv {q(reason)}.part {q(reason)}; mv {q(source)} {q(rejected / source.name)}; "
+        f"echo rejected: $(cat {q(reason)}); exit {SKIPPED}; fi; "
+        f"rm -f {q(reason)}.part; set -e; "
+        f"{where.cli} predict --model {q(model)} --input {q(source)} --output {q(output)} "
+        f"--no-progress; mv {q(source)} {q(done / source.name)}; echo {q(output)}"
     )
 
 
