@@ -9,6 +9,9 @@
 # nor pullable (no registry reachable), the local Debian base of scripts/build-base-image.sh
 # is built (once) and used instead. BuildKit with the engine's own client (no buildx needed).
 # Images: ${IMAGE_PREFIX:-rakuten-mlops}/<role>:${IMAGE_TAG:-latest}.
+# Each rebuild after a code change leaves the previous runtime layers in BuildKit's cache (GBs
+# for api and trainer): the cache is trimmed to BUILD_CACHE_KEEP (default 20GB, the most
+# recently used kept, which holds the dependency layers) after the builds; 0 keeps it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,6 +80,14 @@ for role in "${roles[@]}"; do
     || { tail -30 "build/image-$role.log" >&2; exit 1; }
   echo "  done in $(( $(date +%s) - start )) s"
 done
+keep="${BUILD_CACHE_KEEP:-20GB}"
+if [ "$keep" != 0 ]; then
+  # The project's untagged images (replaced by this build), then the cache beyond `keep`.
+  for title in rakuten-api rakuten-trainer rakuten-mlflow rakuten-airflow; do
+    "$DOCKER" image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null 2>&1 || true
+  done
+  "$DOCKER" builder prune -f --keep-storage "$keep" >/dev/null 2>&1 || true
+fi
 echo "images:"
 for role in "${built[@]}"; do
   "$DOCKER" image inspect -f '{{.Size}}' "$PREFIX/$role:$TAG" \
