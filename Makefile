@@ -53,10 +53,10 @@ system-deps: ## Install the system packages the tests start (PostgreSQL, redis, 
 	bash scripts/install-system-deps.sh
 
 airflow-venv: ## Build .venv-airflow (Airflow and the DAGs' needs, apart from the service's venv)
-	bash scripts/airflow-venv.sh
+	bash scripts/tool-venv.sh airflow
 
 prefect-venv: ## Build .venv-prefect (Prefect, apart from the service's venv)
-	bash scripts/prefect-venv.sh
+	bash scripts/tool-venv.sh prefect
 
 prefect-serve: install prefect-venv ## Serve the Prefect flows (drift_check, retrain, batch_scoring) on their schedules
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 .venv-prefect/bin/python orchestration/prefect/serve.py

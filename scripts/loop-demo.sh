@@ -36,7 +36,7 @@ DIR=${DEMO_DIR:-$ROOT/reports/loop-demo}
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 [[ -x "$CLI" ]] || { echo "run make install first"; exit 1; }
-[[ -x "$AIRFLOW" ]] || bash scripts/airflow-venv.sh
+[[ -x "$AIRFLOW" ]] || bash scripts/tool-venv.sh airflow
 PROMETHEUS=$(command -v prometheus) || { echo "prometheus not found: run make system-deps"; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=${DEMO_PORT:-$(free_port)}

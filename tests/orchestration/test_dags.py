@@ -17,11 +17,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from factories import make_products
-from orchestration_testing import write_recording_cli
+from orchestration_testing import assert_inbox_scored, fill_inbox, write_recording_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS = REPO_ROOT / "orchestration" / "airflow" / "dags"
@@ -33,7 +31,7 @@ PROJECT_CLI = Path(sys.executable).parent / "rakuten-mlops"
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of an Airflow with a migrated SQLite database (builds the venv if needed)."""
-    subprocess.run(["bash", "scripts/airflow-venv.sh"], cwd=REPO_ROOT, check=True, timeout=900)
+    subprocess.run(["bash", "scripts/tool-venv.sh", "airflow"], cwd=REPO_ROOT, check=True, timeout=900)
     home = tmp_path_factory.mktemp("airflow-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
@@ -110,13 +108,7 @@ def test_every_dag_imports_with_its_tasks_schedule_and_retries(
 def test_batch_scoring_predicts_good_files_and_moves_bad_ones_aside(
     airflow_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    batch = tmp_path / "batch"
-    inbox = batch / "inbox"
-    inbox.mkdir(parents=True)
-    products = make_products(2, seed=5, image_dir=tmp_path).set_index("index").rename_axis(None)
-    products[["designation", "description", "productid", "imageid"]].to_csv(inbox / "good.csv")
-    (inbox / "bad.csv").write_text("title,price\nTente,12\n", encoding="utf-8")
-    (inbox / "notes.txt").write_text("not a CSV: left alone", encoding="utf-8")
+    batch, products = fill_inbox(tmp_path)
 
     result = run_airflow(
         airflow_env,
@@ -137,15 +129,7 @@ def test_batch_scoring_predicts_good_files_and_moves_bad_ones_aside(
         "score_file[0]": "skipped",  # bad.csv
         "score_file[1]": "success",  # good.csv
     }
-    predictions = pd.read_csv(batch / "outbox" / "good.predictions.csv", index_col=0)
-    assert list(predictions.index) == list(products.index)
-    assert set(predictions["prdtypecode"]) <= {10, 1160, 1920, 2220, 2583}
-    assert (batch / "done" / "good.csv").is_file()
-    assert (batch / "rejected" / "bad.csv").is_file()
-    reason = (batch / "rejected" / "bad.reason.txt").read_text(encoding="utf-8")
-    assert "missing required column `designation`" in reason
-    assert sorted(p.name for p in inbox.iterdir()) == ["notes.txt"]
-    assert not list((batch / "outbox").glob("bad*"))
+    assert_inbox_scored(batch, products)
 
 
 @pytest.mark.slow

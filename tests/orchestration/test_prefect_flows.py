@@ -15,11 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from factories import make_products
-from orchestration_testing import write_recording_cli
+from orchestration_testing import assert_inbox_scored, fill_inbox, write_recording_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("prefect_runner.py")
@@ -32,7 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of the Prefect venv (built if needed) with a throwaway PREFECT_HOME."""
-    subprocess.run(["bash", "scripts/prefect-venv.sh"], cwd=REPO_ROOT, check=True, timeout=900)
+    subprocess.run(["bash", "scripts/tool-venv.sh", "prefect"], cwd=REPO_ROOT, check=True, timeout=900)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry from tests
@@ -61,13 +59,7 @@ def test_deployments_keep_the_airflow_schedules(prefect_env: dict[str, str]) -> 
 def test_batch_scoring_predicts_good_files_and_moves_bad_ones_aside(
     prefect_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    batch = tmp_path / "batch"
-    inbox = batch / "inbox"
-    inbox.mkdir(parents=True)
-    products = make_products(2, seed=5, image_dir=tmp_path).set_index("index").rename_axis(None)
-    products[["designation", "description", "productid", "imageid"]].to_csv(inbox / "good.csv")
-    (inbox / "bad.csv").write_text("title,price\nTente,12\n", encoding="utf-8")
-    (inbox / "notes.txt").write_text("not a CSV: left alone", encoding="utf-8")
+    batch, products = fill_inbox(tmp_path)
     variables = {
         "rakuten_cli": str(PROJECT_CLI),
         "rakuten_project_dir": str(tmp_path),
@@ -84,15 +76,7 @@ def test_batch_scoring_predicts_good_files_and_moves_bad_ones_aside(
         "good.csv": str(batch / "outbox" / "good.predictions.csv"),
     }
     assert sorted(result["tasks"].values()) == ["Completed"] * 3  # claim + 2 files
-    predictions = pd.read_csv(batch / "outbox" / "good.predictions.csv", index_col=0)
-    assert list(predictions.index) == list(products.index)
-    assert set(predictions["prdtypecode"]) <= {10, 1160, 1920, 2220, 2583}
-    assert (batch / "done" / "good.csv").is_file()
-    assert (batch / "rejected" / "bad.csv").is_file()
-    reason = (batch / "rejected" / "bad.reason.txt").read_text(encoding="utf-8")
-    assert "missing required column `designation`" in reason
-    assert sorted(p.name for p in inbox.iterdir()) == ["notes.txt"]
-    assert not list((batch / "outbox").glob("bad*"))
+    assert_inbox_scored(batch, products)
 
 
 @pytest.mark.parametrize(
