@@ -31,7 +31,9 @@ PROJECT_CLI = Path(sys.executable).parent / "rakuten-mlops"
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of an Airflow with a migrated SQLite database (builds the venv if needed)."""
-    subprocess.run(["bash", "scripts/tool-venv.sh", "airflow"], cwd=REPO_ROOT, check=True, timeout=900)
+    subprocess.run(
+        ["bash", "scripts/tool-venv.sh", "airflow"], cwd=REPO_ROOT, check=True, timeout=900
+    )
     home = tmp_path_factory.mktemp("airflow-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(

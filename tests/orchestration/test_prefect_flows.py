@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of the Prefect venv (built if needed) with a throwaway PREFECT_HOME."""
-    subprocess.run(["bash", "scripts/tool-venv.sh", "prefect"], cwd=REPO_ROOT, check=True, timeout=900)
+    subprocess.run(
+        ["bash", "scripts/tool-venv.sh", "prefect"], cwd=REPO_ROOT, check=True, timeout=900
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"  # no telemetry from tests
