@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve test test-fast lint format bench bench-api mlflow-ui clean lock stack stack-down
+.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve bento-venv bento bento-serve bento-image test test-fast lint format bench bench-api mlflow-ui clean lock stack stack-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,10 +58,23 @@ airflow-venv: ## Build .venv-airflow (Airflow and the DAGs' needs, apart from th
 prefect-venv: ## Build .venv-prefect (Prefect, apart from the service's venv)
 	bash scripts/tool-venv.sh prefect
 
+bento-venv: ## Build .venv-bento (BentoML and this package, apart from the service's venv)
+	bash scripts/tool-venv.sh bentoml
+
+bento: install ## Build the Bento of BENTO_MODEL (default: the registry champion) in BENTOML_HOME (.bentoml)
+	bash scripts/bento.sh build
+
+bento-serve: ## Serve the latest Bento on 127.0.0.1:3000 (POST /classify)
+	bash scripts/bento.sh serve
+
+bento-image: ## Build the latest Bento's OCI image with `bentoml containerize` (needs Docker)
+	bash scripts/start-dockerd.sh
+	bash scripts/bento.sh containerize
+
 prefect-serve: install prefect-venv ## Serve the Prefect flows (drift_check, retrain, batch_scoring) on their schedules
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 .venv-prefect/bin/python orchestration/prefect/serve.py
 
-test: install system-deps airflow-venv prefect-venv ## Run the whole test suite (installs what it needs first)
+test: install system-deps airflow-venv prefect-venv bento-venv ## Run the whole test suite (installs what it needs first)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install ## Run the tests not marked slow

@@ -1,18 +1,24 @@
-"""Prediction service vs `mlflow models serve` on the same model, as real processes.
+"""Prediction service vs `mlflow models serve` and BentoML on the same model, real processes.
 
-Starts `rakuten-mlops serve` and the reference `mlflow models serve -m MODEL --env-manager
-local` (one worker each) on 127.0.0.1, sends both the same products from the shared sample
-(text only, and text + the product's real JPEG) at concurrency 1 and 16, and prints p50 /
-p95 / p99 latency, throughput and errors side by side, with the in-process prediction time
-of the same model (so the HTTP overhead is a visible ratio) and each server's peak RSS.
+Starts `rakuten-mlops serve`, the reference `mlflow models serve -m MODEL --env-manager
+local` and the Bento of the same model (`bentoml serve`, deploy/bentoml/, adaptive batching),
+one worker each, on 127.0.0.1; sends them the same products from the shared sample (text
+only, and text + the product's real JPEG) at concurrency 1 and 16, and prints p50 / p95 /
+p99 latency, throughput and errors side by side, with the in-process prediction time of the
+same model (so the HTTP overhead is a visible ratio), each server's peak RSS, and the share
+of products each answers with the reference's code.
 
 The load generator is a small asyncio HTTP/1.1 client over keep-alive connections (cheap
 per request: it shares the 2 cores with the servers). Ours receives multipart forms
 (`POST /v1/predict`); the reference receives `dataframe_split` JSON with base64 image bytes
-(`POST /invocations`), the formats each documents.
+(`POST /invocations`); the Bento receives `{"products": [...]}` JSON with base64 image bytes
+(`POST /classify`): the formats each documents.
 
 Usage:
-    python bench/bench_api.py [--model DIR] [--source ../shared/data/rakuten-sample]
+    python bench/bench_api.py [--model DIR] [--source ../shared/data/rakuten-sample] [--no-bento]
+
+The Bento runs in .venv-bento (`make bento-venv`); it is built from the model in a
+throwaway BentoML home. --no-bento leaves it out.
 
 Without --model, a default model is trained once with the project CLI on the sample
 (import -> prepare -> train, default params.yaml) under bench/results/api/ and reused.
@@ -159,6 +165,21 @@ def reference_request(product: Product, port: int) -> bytes:
     return head.encode() + body
 
 
+def bento_request(product: Product, port: int) -> bytes:
+    """A `{"products": [...]}` JSON POST /classify of the Bento, as bytes."""
+    item: dict[str, str] = {"designation": product.designation}
+    if product.description:
+        item["description"] = product.description
+    if product.image is not None:
+        item["image_base64"] = base64.b64encode(product.image).decode()
+    body = json.dumps({"products": [item]}).encode()
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 # --------------------------------------------------------------------------- load
 
 
@@ -235,6 +256,21 @@ def _ours_code(body: bytes) -> int:
 
 def _reference_code(body: bytes) -> int:
     return int(json.loads(body)["predictions"][0]["prdtypecode"])
+
+
+def _bento_code(body: bytes) -> int:
+    return int(json.loads(body)[0]["prdtypecode"])
+
+
+def build_bento(model: Path, home: Path) -> None:
+    """Build the Bento of `model` in the BentoML home `home` (scripts/bento.sh build)."""
+    print("building the Bento of the model (scripts/bento.sh build)", flush=True)
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTO_MODEL": str(model)}
+    built = subprocess.run(
+        ["bash", str(REPO / "scripts/bento.sh"), "build"], env=env, capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        raise SystemExit(f"the Bento did not build:\n{built.stdout[-2000:]}{built.stderr[-2000:]}")
 
 
 # --------------------------------------------------------------------------- servers
@@ -383,6 +419,12 @@ def main() -> None:
     parser.add_argument("--requests-c16", type=int, default=1200)
     parser.add_argument("--threads", type=int, default=0, help="RAKUTEN_NUM_THREADS (0 = default)")
     parser.add_argument(
+        "--bento",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also serve the model as a Bento (needs .venv-bento, `make bento-venv`).",
+    )
+    parser.add_argument(
         "--auth",
         choices=["jwt", "api-key"],
         default="jwt",
@@ -406,7 +448,7 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     if args.threads:
         env["RAKUTEN_NUM_THREADS"] = str(args.threads)
-    ours_port, ref_port = free_port(), free_port()
+    ours_port, ref_port, bento_port = free_port(), free_port(), free_port()
     ours_env = {
         **env,
         "RAKUTEN_SERVE_MODEL": str(model),
@@ -429,6 +471,19 @@ def main() -> None:
             env, ref_port, "/ping", run_dir / "mlflow.log",
         ),
     }  # fmt: skip
+    if args.bento:
+        bento_home = run_dir / "bentoml"
+        build_bento(model, bento_home)
+        bento_env = {**env, "BENTOML_HOME": str(bento_home), "BENTO_PORT": str(bento_port)}
+        servers["bento"] = Server(
+            "bento", ["bash", str(REPO / "scripts/bento.sh"), "serve"],
+            bento_env, bento_port, "/readyz", run_dir / "bento.log",
+        )  # fmt: skip
+    requesters = {
+        "ours": (lambda p, port: ours_request(p, port, credential), _ours_code),
+        "mlflow": (reference_request, _reference_code),
+        "bento": (bento_request, _bento_code),
+    }
     rows: list[Row] = []
     try:
         for server in servers.values():
@@ -442,22 +497,24 @@ def main() -> None:
         ]
         for scenario, products, concurrency in scenarios:
             codes: dict[str, list[int | None]] = {}
+            scenario_rows: dict[str, Row] = {}
             for name, server in servers.items():
-                parse = _ours_code if name == "ours" else _reference_code
-                requests = [
-                    ours_request(p, server.port, credential)
-                    if name == "ours"
-                    else reference_request(p, server.port)
-                    for p in products
-                ]
+                build, parse = requesters[name]
+                requests = [build(p, server.port) for p in products]
                 run_load(server.port, requests[:30], concurrency, parse)  # warm-up
                 result = run_load(server.port, requests, concurrency, parse)
                 codes[name] = result.codes
-                rows.append(summarize(scenario, name, result))
+                scenario_rows[name] = summarize(scenario, name, result)
                 print(f"  {scenario:<18} {name:<7} done", flush=True)
-            same = [a == b for a, b in zip(codes["ours"], codes["mlflow"], strict=True) if a and b]
-            rows[-2].agree_with_reference = sum(same) / len(same) if same else None
-        rss = {name: server.peak_rss_mb(total=name == "ours") for name, server in servers.items()}
+            for name, row in scenario_rows.items():
+                if name != "mlflow":
+                    pairs = zip(codes[name], codes["mlflow"], strict=True)
+                    same = [a == b for a, b in pairs if a and b]
+                    row.agree_with_reference = sum(same) / len(same) if same else None
+            rows.extend(scenario_rows.values())
+        # Ours: the service and its model process; the Bento: its server and its worker
+        # (both are needed to answer); the reference: its serving worker.
+        rss = {name: server.peak_rss_mb(total=name != "mlflow") for name, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
@@ -507,12 +564,14 @@ def print_table(rows: list[Row], inproc: dict[str, float], rss: dict[str, float]
             f"| {r.scenario} | {r.server} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} | "
             f"{r.throughput:.0f} | {r.errors} | {agree} |"
         )
-    print("\n| ratio ours / reference | p50 | p99 | throughput |")
-    print("| --- | ---: | ---: | ---: |")
-    for ours, ref in zip(rows[0::2], rows[1::2], strict=True):
+    print("\n| ratio ours / other | other | p50 | p99 | throughput |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    ours_rows = {r.scenario: r for r in rows if r.server == "ours"}
+    for other in (r for r in rows if r.server != "ours"):
+        ours = ours_rows[other.scenario]
         print(
-            f"| {ours.scenario} | {ours.p50_ms / ref.p50_ms:.2f}x | {ours.p99_ms / ref.p99_ms:.2f}x | "
-            f"{ours.throughput / ref.throughput:.2f}x |"
+            f"| {other.scenario} | {other.server} | {ours.p50_ms / other.p50_ms:.2f}x | "
+            f"{ours.p99_ms / other.p99_ms:.2f}x | {ours.throughput / other.throughput:.2f}x |"
         )
     print(
         f"\nin process (same model): one product {inproc['text_single_p50_ms']:.1f} ms text, "
@@ -522,6 +581,7 @@ def print_table(rows: list[Row], inproc: dict[str, float], rss: dict[str, float]
     print(
         f"peak RSS: ours {rss['ours']:.0f} MB (service + model process), "
         f"reference {rss['mlflow']:.0f} MB"
+        + (f", Bento {rss['bento']:.0f} MB (server + worker)" if "bento" in rss else "")
     )
 
 
