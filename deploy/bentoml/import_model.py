@@ -23,7 +23,7 @@ import bentoml
 from rakuten_mlops.config import get_settings
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.registry.integrity import fetch_verified_model
-from rakuten_mlops.serving.model_manager import resolve_source
+from rakuten_mlops.serving.prediction.model_manager import resolve_source
 
 BENTO_MODEL_NAME = "rakuten-product-classifier"
 DEFAULT_MODEL = "models:/rakuten-product-classifier@champion"

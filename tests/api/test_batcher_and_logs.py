@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from rakuten_mlops.serving.batcher import BatchResult, MicroBatcher, ModelItem
 from rakuten_mlops.serving.logs import JsonFormatter, request_id_var, truncate
-from rakuten_mlops.serving.model_manager import LoadedModel
+from rakuten_mlops.serving.prediction.batcher import BatchResult, MicroBatcher, ModelItem
+from rakuten_mlops.serving.prediction.model_manager import LoadedModel
 
 
 class CountingModel:

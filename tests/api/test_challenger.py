@@ -20,7 +20,7 @@ from rakuten_mlops.evaluation.abtest import (
     two_proportion_p,
     weighted_f1,
 )
-from rakuten_mlops.serving.predictor import ProductIn, split_bucket
+from rakuten_mlops.serving.prediction.predictor import ProductIn, split_bucket
 from service_testing import stored_predictions
 
 

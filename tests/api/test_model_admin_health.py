@@ -96,7 +96,7 @@ def test_start_up_can_wait_for_the_model_before_accepting_connections(
     # (hence the listening port) until the first load is over. A slow load shows the two ways.
     import time
 
-    from rakuten_mlops.serving.model_manager import ModelManager
+    from rakuten_mlops.serving.prediction.model_manager import ModelManager
 
     slow = ModelManager.reload
 

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from rakuten_mlops.config import Settings
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.serving.app import create_app
-from rakuten_mlops.serving.model_manager import LoadedModel
-from rakuten_mlops.serving.runner import ModelProcess
+from rakuten_mlops.serving.prediction.model_manager import LoadedModel
+from rakuten_mlops.serving.prediction.model_process import ModelProcess
 from security_testing import ADMIN_USERNAME, bearer, token_for
 from service_testing import TinyModel, app_of, wait_ready
 

@@ -36,7 +36,7 @@ from rakuten_mlops.models.pyfunc import log_pyfunc_model
 from rakuten_mlops.registry.integrity import DIGEST_TAG, record_artifacts_digest
 from rakuten_mlops.registry.registry import promote_version
 from rakuten_mlops.serving import security
-from rakuten_mlops.serving.model_manager import load_model
+from rakuten_mlops.serving.prediction.model_manager import load_model
 from rakuten_mlops.serving.ratelimit import LoginPolicy, LoginThrottle
 from security_testing import (
     ADMIN_PASSWORD,

@@ -24,7 +24,6 @@ from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
 from rakuten_mlops.serving.api.docs import OPENAPI_URL, install_docs
 from rakuten_mlops.serving.api.main import include_api
-from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.console.routes import router as console_router
 from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
 from rakuten_mlops.serving.errors import add_exception_handlers
@@ -37,10 +36,11 @@ from rakuten_mlops.serving.hardening import (
 from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.middleware import RequestContextMiddleware
-from rakuten_mlops.serving.model_manager import ModelManager
-from rakuten_mlops.serving.predictor import PredictionService
-from rakuten_mlops.serving.recorder import PredictionRecorder
-from rakuten_mlops.serving.reloading import poll_registry, start_reload
+from rakuten_mlops.serving.prediction.batcher import MicroBatcher
+from rakuten_mlops.serving.prediction.model_manager import ModelManager
+from rakuten_mlops.serving.prediction.predictor import PredictionService
+from rakuten_mlops.serving.prediction.recorder import PredictionRecorder
+from rakuten_mlops.serving.prediction.reloading import poll_registry, start_reload
 
 logger = logging.getLogger(__name__)
 

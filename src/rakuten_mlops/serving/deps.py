@@ -24,10 +24,10 @@ from rakuten_mlops.serving import security
 from rakuten_mlops.serving.auth_cache import PrincipalCache
 from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
 from rakuten_mlops.serving.metrics import ServiceMetrics
-from rakuten_mlops.serving.model_manager import ModelManager
-from rakuten_mlops.serving.predictor import PredictionService
+from rakuten_mlops.serving.prediction.model_manager import ModelManager
+from rakuten_mlops.serving.prediction.predictor import PredictionService
+from rakuten_mlops.serving.prediction.recorder import PredictionRecorder
 from rakuten_mlops.serving.ratelimit import Limiter, LoginThrottle, Rate
-from rakuten_mlops.serving.recorder import PredictionRecorder
 from rakuten_mlops.serving.security import Principal, Role
 
 __all__ = ["CurrentPrincipal", "Principal", "Role", "rate_limit", "require_role"]

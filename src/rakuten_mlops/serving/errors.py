@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
 from rakuten_mlops.serving.logs import request_id_var
-from rakuten_mlops.serving.model_manager import ModelNotReadyError
+from rakuten_mlops.serving.prediction.model_manager import ModelNotReadyError
 
 logger = logging.getLogger(__name__)
 _LOCATIONS = {"body", "query", "path", "header", "cookie"}

@@ -10,9 +10,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rakuten_mlops.serving.batcher import MicroBatcher
 from rakuten_mlops.serving.logs import request_id_var
 from rakuten_mlops.serving.metrics import ServiceMetrics
+from rakuten_mlops.serving.prediction.batcher import MicroBatcher
 
 logger = logging.getLogger("rakuten_mlops.serving.access")
 REQUEST_ID_HEADER = "x-request-id"

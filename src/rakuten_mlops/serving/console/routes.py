@@ -63,8 +63,8 @@ from rakuten_mlops.serving.deps import (
     rate_limit,
 )
 from rakuten_mlops.serving.errors import database_unavailable, validation_errors
-from rakuten_mlops.serving.model_manager import ModelNotReadyError
-from rakuten_mlops.serving.reloading import start_reload
+from rakuten_mlops.serving.prediction.model_manager import ModelNotReadyError
+from rakuten_mlops.serving.prediction.reloading import start_reload
 from rakuten_mlops.serving.schemas import (
     MAX_DB_INT,
     MAX_DESCRIPTION_CHARS,

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from rakuten_mlops.serving.deps import ModelsDep, require_role
-from rakuten_mlops.serving.model_manager import ReloadStatus
-from rakuten_mlops.serving.reloading import start_reload
+from rakuten_mlops.serving.prediction.model_manager import ReloadStatus
+from rakuten_mlops.serving.prediction.reloading import start_reload
 from rakuten_mlops.serving.schemas import ReloadResponse
 
 router = APIRouter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from rakuten_mlops.serving.deps import ModelsDep, get_current_principal
-from rakuten_mlops.serving.model_manager import LoadedModel, ModelNotReadyError
+from rakuten_mlops.serving.prediction.model_manager import LoadedModel, ModelNotReadyError
 from rakuten_mlops.serving.schemas import ModelInfo, ModelResponse
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(get_current_principal)])

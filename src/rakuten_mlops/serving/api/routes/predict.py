@@ -16,7 +16,7 @@ from rakuten_mlops.serving.deps import CurrentPrincipal, PredictorDep, SettingsD
 from rakuten_mlops.serving.errors import validation_errors
 from rakuten_mlops.serving.inputs import image_problem, product_text_errors
 from rakuten_mlops.serving.logs import request_id_var
-from rakuten_mlops.serving.predictor import PredictionOut, ProductIn
+from rakuten_mlops.serving.prediction.predictor import PredictionOut, ProductIn
 from rakuten_mlops.serving.schemas import (
     MAX_DESCRIPTION_CHARS,
     MAX_ID_CHARS,

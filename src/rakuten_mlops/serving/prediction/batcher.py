@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from rakuten_mlops.inference.model_io import ItemPrediction
-from rakuten_mlops.serving.model_manager import LoadedModel
+from rakuten_mlops.serving.prediction.model_manager import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,15 @@ from typing import Any
 from rakuten_mlops.config import Settings
 from rakuten_mlops.db.models import new_prediction_id
 from rakuten_mlops.inference.model_io import ItemPrediction
-from rakuten_mlops.serving.batcher import BatchResult, MicroBatcher, ModelItem
 from rakuten_mlops.serving.logs import truncate
 from rakuten_mlops.serving.metrics import ServiceMetrics
-from rakuten_mlops.serving.model_manager import LoadedModel, ModelManager, ModelNotReadyError
-from rakuten_mlops.serving.recorder import PredictionRecorder
+from rakuten_mlops.serving.prediction.batcher import BatchResult, MicroBatcher, ModelItem
+from rakuten_mlops.serving.prediction.model_manager import (
+    LoadedModel,
+    ModelManager,
+    ModelNotReadyError,
+)
+from rakuten_mlops.serving.prediction.recorder import PredictionRecorder
 
 logger = logging.getLogger(__name__)
 ONLINE_ACCURACY_WINDOW = 500

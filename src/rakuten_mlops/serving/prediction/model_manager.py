@@ -31,7 +31,7 @@ from rakuten_mlops.inference.model_io import (
     load_items_predictor,
 )
 from rakuten_mlops.registry.integrity import fetch_verified_model
-from rakuten_mlops.serving.runner import ModelProcess
+from rakuten_mlops.serving.prediction.model_process import ModelProcess
 
 if TYPE_CHECKING:  # the model's libraries load in the model process, not here
     from rakuten_mlops.models.pyfunc import PredictFn
@@ -52,7 +52,7 @@ class LoadedModel:
     """A model ready to predict, with what is known of where it comes from.
 
     It predicts in this process (`predict_items`, else `predict`'s output DataFrame) or in
-    a model process of its own (`process`, see `serving.runner`).
+    a model process of its own (`process`, see `serving.prediction.model_process`).
     """
 
     variant: Variant

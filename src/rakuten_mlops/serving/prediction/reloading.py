@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from rakuten_mlops.serving.model_manager import ModelManager, ReloadStatus
+from rakuten_mlops.serving.prediction.model_manager import ModelManager, ReloadStatus
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The prediction wing: predictor, micro-batcher, model manager and model process, recorder."""
