@@ -23,10 +23,10 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving import security
 from rakuten_mlops.serving.app import create_app
+from rakuten_mlops.serving.auth import credentials, users
+from rakuten_mlops.serving.auth.ratelimit import MemoryLimiter, Rate, RedisLimiter
 from rakuten_mlops.serving.deps import Principal, get_current_principal
-from rakuten_mlops.serving.ratelimit import MemoryLimiter, Rate, RedisLimiter
 
 PASSWORD = "bench admin password"
 
@@ -71,9 +71,9 @@ def _http_rows(settings: Settings, n: int, redis_url: str) -> None:
     app = create_app(settings)
     with TestClient(app) as client:
         with app.state.session_factory() as session:
-            admin = security.require_user(session, "admin")
-            token = security.create_access_token(app.state.settings, admin)
-            _, key = security.create_api_key(session, "admin", "bench")
+            admin = users.require_user(session, "admin")
+            token = credentials.create_access_token(app.state.settings, admin)
+            _, key = credentials.create_api_key(session, "admin", "bench")
             session.commit()
         memory, redis = MemoryLimiter(), RedisLimiter(redis_url) if redis_url else None
         unlimited = Rate(10**9, 60)
@@ -131,22 +131,22 @@ def main() -> None:
         with TestClient(app):
             factory = app.state.session_factory
             with factory() as session:
-                admin = security.require_user(session, "admin")
-                token = security.create_access_token(app.state.settings, admin)
-                _, key = security.create_api_key(session, "admin", "bench-2")
+                admin = users.require_user(session, "admin")
+                token = credentials.create_access_token(app.state.settings, admin)
+                _, key = credentials.create_api_key(session, "admin", "bench-2")
                 session.commit()
 
             def check_token() -> object:
                 with factory() as session:
-                    return security.principal_from_token(session, app.state.settings, token)
+                    return credentials.principal_from_token(session, app.state.settings, token)
 
             def check_key() -> object:
                 with factory() as session:
-                    return security.principal_from_api_key(session, key)
+                    return credentials.principal_from_api_key(session, key)
 
             def login() -> object:
                 with factory() as session:
-                    return security.authenticate_user(session, "admin", PASSWORD)
+                    return users.authenticate_user(session, "admin", PASSWORD)
 
             print(_row("principal_from_token (JWT + DB)", _timings(check_token, n), None))
             print(_row("principal_from_api_key (DB)", _timings(check_key, n), None))

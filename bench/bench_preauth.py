@@ -4,7 +4,7 @@ A real `rakuten-mlops serve` process (one worker, its model process) answers aut
 `POST /v1/predict` calls (one client, one after the other: the latency a user sees) for
 `--seconds`, first alone (the reference), then while `--flooders` anonymous clients each
 post 16 MB multipart bodies (`RAKUTEN_MAX_BODY_BYTES`) without a credential, over and over.
-The service authenticates from the headers before reading a body (`serving/preauth.py`),
+The service authenticates from the headers before reading a body (`serving/auth/preauth.py`),
 so the flood costs an answer per connection, not 16 MB of parsing. Target: flooded p50 and
 p95 at most 2x the reference.
 

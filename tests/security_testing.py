@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import credentials, users
 
 TEST_JWT_SECRET = "tests-only-jwt-secret-" + "0123456789abcdef" * 4
 ADMIN_USERNAME = "admin"
@@ -39,7 +39,7 @@ def make_user(client: TestClient, username: str, role: str, password: str | None
     """Create a user in the app's database (password defaults to `<username> password`)."""
     password = password or f"{username} password"
     with _app(client).state.session_factory() as session:
-        security.create_user(session, username, password, role)
+        users.create_user(session, username, password, role)
         session.commit()
     return password
 
@@ -48,8 +48,8 @@ def token_for(client: TestClient, username: str) -> str:
     """An access token of an existing user, signed with the app's settings (no login)."""
     settings: Settings = _app(client).state.settings
     with _app(client).state.session_factory() as session:
-        user = security.require_user(session, username)
-        return security.create_access_token(settings, user)
+        user = users.require_user(session, username)
+        return credentials.create_access_token(settings, user)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -67,7 +67,7 @@ def headers_for(client: TestClient, username: str, role: str | None = None) -> d
 def api_key_for(client: TestClient, username: str, name: str = "tests") -> str:
     """A new API key of an existing user."""
     with _app(client).state.session_factory() as session:
-        _, key = security.create_api_key(session, username, name)
+        _, key = credentials.create_api_key(session, username, name)
         session.commit()
     return key
 

@@ -21,7 +21,7 @@ from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.db.session import make_engine, make_session_factory
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import users
 
 REVIEWER = "rita"  # the reviewer every record's feedback comes from by default
 CLIENT = "catalogue"  # the client every prediction comes from by default
@@ -52,13 +52,13 @@ class ServiceRecords:
     def add_user(self, username: str, role: str) -> None:
         """A user with `role`, created as `rakuten-mlops users create` does."""
         with self.sessions() as session:
-            security.create_user(session, username, f"{username} password", role)
+            users.create_user(session, username, f"{username} password", role)
             session.commit()
 
     def disable_user(self, username: str) -> None:
         """Disable a user, as `rakuten-mlops users disable` does."""
         with self.sessions() as session:
-            security.set_user_disabled(session, username)
+            users.set_user_disabled(session, username)
             session.commit()
 
     def add_prediction(self, product: Mapping[str, Any], code: int = 10, **extra: Any) -> str:

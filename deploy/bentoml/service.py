@@ -26,7 +26,7 @@ import bentoml
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from rakuten_mlops.inference.model_io import ItemPrediction, build_model_input, load_items_predictor
-from rakuten_mlops.serving.inputs import image_problem
+from rakuten_mlops.serving.auth.inputs import image_problem
 from rakuten_mlops.serving.schemas import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 
 MODEL_NAME = "rakuten-product-classifier"

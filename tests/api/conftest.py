@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.serving.app import create_app
-from rakuten_mlops.serving.ratelimit import RedisLimiter
+from rakuten_mlops.serving.auth.ratelimit import RedisLimiter
 from security_testing import SECURITY_SETTINGS, bearer, token_for
 from service_testing import (
     ServerProcess,

@@ -14,9 +14,9 @@ from sqlalchemy.orm import sessionmaker
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.db.migrate import upgrade_database
-from rakuten_mlops.serving import security
-from rakuten_mlops.serving.auth_cache import PrincipalCache
-from rakuten_mlops.serving.security import Principal
+from rakuten_mlops.serving.auth import credentials, users
+from rakuten_mlops.serving.auth.cache import PrincipalCache
+from rakuten_mlops.serving.auth.principals import Principal
 from security_testing import ADMIN_USERNAME, api_key_for, bearer, make_user, token_for
 from service_testing import app_of
 
@@ -63,20 +63,20 @@ def test_committed_user_or_key_changes_clear_it_but_key_use_does_not(tmp_path: P
     cache = PrincipalCache(ttl_s=60)
     cache.watch(factory)
     with factory() as session:
-        security.create_user(session, "alice", "alice password", "reviewer")
-        _, key = security.create_api_key(session, "alice", "sync")
+        users.create_user(session, "alice", "alice password", "reviewer")
+        _, key = credentials.create_api_key(session, "alice", "sync")
         session.commit()
     cache.put("key:k", ALICE, "key:k")
     with factory() as session:  # recording the key's use is not a change of who it is
-        security.principal_from_api_key(session, key)
+        credentials.principal_from_api_key(session, key)
     assert cache.get("key:k") is not None
     with factory() as session:  # a change rolled back changes nothing
-        security.set_user_role(session, "alice", "client")
+        users.set_user_role(session, "alice", "client")
         session.flush()
         session.rollback()
     assert cache.get("key:k") is not None
     with factory() as session:
-        security.set_user_role(session, "alice", "client")
+        users.set_user_role(session, "alice", "client")
         session.commit()
     assert cache.get("key:k") is None
 
@@ -108,9 +108,9 @@ def test_an_expired_token_is_refused_even_when_cached(anonymous: TestClient) -> 
     make_user(anonymous, "rita", "reviewer")
     app = app_of(anonymous)
     with app.state.session_factory() as session:
-        user = security.get_user(session, "rita")
+        user = users.get_user(session, "rita")
         assert user is not None
-        token = security.create_access_token(
+        token = credentials.create_access_token(
             app.state.settings, user, expires_in=timedelta(seconds=1)
         )
     assert anonymous.get("/v1/predictions", headers=bearer(token)).status_code == 200

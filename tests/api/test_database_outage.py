@@ -27,9 +27,9 @@ from rakuten_mlops.cli import app as cli_app
 from rakuten_mlops.config import get_settings
 from rakuten_mlops.db.migrate import upgrade_database
 from rakuten_mlops.db.session import make_engine, make_session_factory
-from rakuten_mlops.serving.auth_cache import PrincipalCache
+from rakuten_mlops.serving.auth.cache import PrincipalCache
+from rakuten_mlops.serving.auth.principals import Principal, UserState
 from rakuten_mlops.serving.prediction.recorder import PredictionRecorder
-from rakuten_mlops.serving.security import Principal, UserState
 from security_testing import SECURITY_ENV, login
 from service_testing import CLI, TinyModel, free_port, run_as_postgres
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving.inputs import image_problem
+from rakuten_mlops.serving.auth.inputs import image_problem
 from service_testing import stored_predictions
 
 MB = 1024 * 1024

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving.ratelimit import (
+from rakuten_mlops.serving.auth.ratelimit import (
     MemoryLimiter,
     Rate,
     RateLimitConfigError,

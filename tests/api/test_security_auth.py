@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving import security
 from rakuten_mlops.serving.app import create_app
+from rakuten_mlops.serving.auth import credentials, principals, users
 from security_testing import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
@@ -126,8 +126,8 @@ def test_bad_tokens_are_refused(anonymous: TestClient) -> None:
     good = token_for(anonymous, ADMIN_USERNAME)
     assert anonymous.get("/v1/model", headers=bearer(good)).status_code == 200
     with app_of(anonymous).state.session_factory() as session:
-        admin = security.require_user(session, ADMIN_USERNAME)
-        expired = security.create_access_token(settings, admin, expires_in=timedelta(seconds=-5))
+        admin = users.require_user(session, ADMIN_USERNAME)
+        expired = credentials.create_access_token(settings, admin, expires_in=timedelta(seconds=-5))
     bad = {
         "expired": expired,
         "forged": jwt.encode(_claims(settings), "another-secret-" * 4, algorithm="HS256"),
@@ -192,7 +192,7 @@ def test_api_keys_shown_once_hashed_revocable(anonymous: TestClient) -> None:
     assert listed[0]["last_used_at"] is not None and "key" not in listed[0]
     assert key not in json.dumps(listed)
     with app_of(anonymous).state.session_factory() as session:
-        ((row, _),) = security.list_api_keys(session)
+        ((row, _),) = credentials.list_api_keys(session)
         assert key not in (row.key_hash, row.prefix) and len(row.key_hash) == 64
     forged = key[:-6] + "AAAAAA"
     assert anonymous.get("/v1/model", headers={"X-API-Key": forged}).status_code == 401
@@ -209,7 +209,7 @@ def test_api_key_of_a_disabled_user_is_refused(anonymous: TestClient) -> None:
     key = api_key_for(anonymous, "batchjob")
     assert anonymous.get("/v1/predictions", headers={"X-API-Key": key}).status_code == 200
     with app_of(anonymous).state.session_factory() as session:
-        security.set_user_disabled(session, "batchjob")
+        users.set_user_disabled(session, "batchjob")
         session.commit()
     assert anonymous.get("/v1/predictions", headers={"X-API-Key": key}).status_code == 401
 
@@ -327,15 +327,15 @@ def test_passwords_and_tokens_never_returned_or_logged(
 def test_secrets_refused_outside_dev(make_settings: Callable[..., Settings]) -> None:
     for env in ("test", "prod"):
         for bad in (None, "changethis", "short-secret"):
-            with pytest.raises(security.SecurityConfigError, match="RAKUTEN_JWT_SECRET"):
+            with pytest.raises(principals.SecurityConfigError, match="RAKUTEN_JWT_SECRET"):
                 create_app(make_settings(env=env, jwt_secret=bad))
-        with pytest.raises(security.SecurityConfigError, match="RAKUTEN_ADMIN_PASSWORD"):
+        with pytest.raises(principals.SecurityConfigError, match="RAKUTEN_ADMIN_PASSWORD"):
             create_app(make_settings(env=env, admin_password="changethis"))
 
 
 def test_no_admin_and_no_password_refuses_to_start(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings(env="prod", admin_password=None, jwt_secret=PROD_SECRET))
-    with pytest.raises(security.SecurityConfigError, match="no admin exists"), TestClient(app):
+    with pytest.raises(principals.SecurityConfigError, match="no admin exists"), TestClient(app):
         pass
 
 

@@ -35,9 +35,9 @@ from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.pyfunc import log_pyfunc_model
 from rakuten_mlops.registry.integrity import DIGEST_TAG, record_artifacts_digest
 from rakuten_mlops.registry.registry import promote_version
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import principals, startup, users
+from rakuten_mlops.serving.auth.ratelimit import LoginPolicy, LoginThrottle
 from rakuten_mlops.serving.prediction.model_manager import load_model
-from rakuten_mlops.serving.ratelimit import LoginPolicy, LoginThrottle
 from security_testing import (
     ADMIN_PASSWORD,
     ADMIN_USERNAME,
@@ -100,8 +100,8 @@ def test_every_placeholder_of_the_kubernetes_secret_template_refuses_the_start(
     values = {k.removeprefix("RAKUTEN_").lower(): v for k, v in template["stringData"].items()}
     service_keys = {"database_url", "redis_url", "jwt_secret", "admin_password", "service_api_key"}
     settings = make_settings(env="prod", **{k: values[k] for k in service_keys})
-    with pytest.raises(security.SecurityConfigError) as refused:
-        security.resolve_secrets(settings)
+    with pytest.raises(principals.SecurityConfigError) as refused:
+        startup.resolve_secrets(settings)
     message = str(refused.value)
     for name in (
         "RAKUTEN_JWT_SECRET",
@@ -119,9 +119,9 @@ def test_every_placeholder_of_the_kubernetes_secret_template_refuses_the_start(
 def test_admin_password_needs_twelve_characters_outside_dev(
     make_settings: Callable[..., Settings],
 ) -> None:
-    with pytest.raises(security.SecurityConfigError, match="at least 12 characters"):
-        security.resolve_secrets(_prod(make_settings, admin_password="Wq8-mnb4zz"))
-    security.resolve_secrets(_prod(make_settings))  # a real one passes
+    with pytest.raises(principals.SecurityConfigError, match="at least 12 characters"):
+        startup.resolve_secrets(_prod(make_settings, admin_password="Wq8-mnb4zz"))
+    startup.resolve_secrets(_prod(make_settings))  # a real one passes
 
 
 # 2. Committed secrets -------------------------------------------------------------------
@@ -144,12 +144,12 @@ def test_secrets_committed_to_the_repository_are_refused_in_prod(
         jwt_secret=committed["RAKUTEN_JWT_SECRET"],
         admin_password=committed["RAKUTEN_ADMIN_PASSWORD"],
     )
-    with pytest.raises(security.SecurityConfigError, match="committed to the repository"):
-        security.resolve_secrets(settings)
-    with pytest.raises(security.SecurityConfigError, match="committed to the repository"):
-        security.resolve_secrets(_prod(make_settings, jwt_secret=TEST_JWT_SECRET))
+    with pytest.raises(principals.SecurityConfigError, match="committed to the repository"):
+        startup.resolve_secrets(settings)
+    with pytest.raises(principals.SecurityConfigError, match="committed to the repository"):
+        startup.resolve_secrets(_prod(make_settings, jwt_secret=TEST_JWT_SECRET))
     # The test suite's own environment may use them; dev generates what it lacks.
-    security.resolve_secrets(make_settings(env="test", jwt_secret=TEST_JWT_SECRET))
+    startup.resolve_secrets(make_settings(env="test", jwt_secret=TEST_JWT_SECRET))
 
 
 def test_the_prod_overlay_holds_no_secret() -> None:
@@ -191,7 +191,7 @@ def test_tokens_issued_before_revocation_were_valid_by_signature(client: TestCli
     make_user(client, "rita", "reviewer")
     token = token_for(client, "rita")
     with app_of(client).state.session_factory() as session:
-        security.sign_out_everywhere(session, "rita")
+        users.sign_out_everywhere(session, "rita")
         session.commit()
     claims = jwt.decode(token, TEST_JWT_SECRET, algorithms=["HS256"], audience="rakuten-mlops-api")
     assert claims["ver"] == 0 and claims["exp"] > time.time()
@@ -463,19 +463,19 @@ def test_the_last_admin_guard_holds_under_concurrent_demotions(postgres_url: str
     try:
         with factory() as session:
             for name in ("ada", "bob"):
-                security.create_user(session, name, f"{name} password 1", "admin")
+                users.create_user(session, name, f"{name} password 1", "admin")
             session.commit()
         first = factory()
-        security.set_user_role(first, "ada", "reviewer")  # not committed yet
+        users.set_user_role(first, "ada", "reviewer")  # not committed yet
         outcome: list[object] = []
 
         def demote_bob() -> None:
             with factory() as second:
                 try:
-                    security.set_user_role(second, "bob", "reviewer")
+                    users.set_user_role(second, "bob", "reviewer")
                     second.commit()
                     outcome.append("demoted")
-                except security.UserError as exc:
+                except principals.UserError as exc:
                     outcome.append(exc)
 
         thread = threading.Thread(target=demote_bob)
@@ -485,9 +485,9 @@ def test_the_last_admin_guard_holds_under_concurrent_demotions(postgres_url: str
         first.commit()
         first.close()
         thread.join(timeout=30)
-        assert len(outcome) == 1 and isinstance(outcome[0], security.UserError), outcome
+        assert len(outcome) == 1 and isinstance(outcome[0], principals.UserError), outcome
         with factory() as session:
-            assert security.count_enabled_admins(session) == 1
+            assert users.count_enabled_admins(session) == 1
     finally:
         engine.dispose()
 
@@ -573,8 +573,8 @@ def test_prod_cookie_is_secure_and_https_answers_carry_hsts(
 
 @pytest.mark.parametrize("username", [".", "..", "...", "a/b", "é"])
 def test_user_names_that_break_a_url_path_are_refused(client: TestClient, username: str) -> None:
-    with pytest.raises(security.UserError):
-        security.validate_username(username)
+    with pytest.raises(principals.UserError):
+        users.validate_username(username)
     body = {"username": username, "password": "a long passphrase", "role": "client"}
     assert client.post("/v1/admin/users", json=body).status_code == 422
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from console_testing import JWT_SECRET, PASSWORDS, ROLES
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving import security
 from rakuten_mlops.serving.app import create_app
+from rakuten_mlops.serving.auth import users
 from service_testing import TinyModel, app_of, train_tiny_model, wait_ready
 
 
@@ -60,8 +60,8 @@ def add_users(client: TestClient) -> None:
     """Create the reviewer and client users (the admin exists from start-up)."""
     with app_of(client).state.session_factory() as session:
         for name, role in ROLES.items():
-            if security.get_user(session, name) is None:
-                security.create_user(session, name, PASSWORDS[name], role)
+            if users.get_user(session, name) is None:
+                users.create_user(session, name, PASSWORDS[name], role)
         session.commit()
 
 

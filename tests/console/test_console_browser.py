@@ -28,7 +28,7 @@ from sqlalchemy import select
 from console_testing import JWT_SECRET, PASSWORDS
 from rakuten_mlops.db.models import Feedback, Prediction
 from rakuten_mlops.db.session import make_engine, make_session_factory
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import users
 from service_testing import ServerProcess, TinyModel, start_serve_process
 
 pytestmark = pytest.mark.slow
@@ -91,8 +91,8 @@ def console_server(
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
-            security.create_user(session, "rita", PASSWORDS["rita"], "reviewer")
-            security.create_user(session, "carl", PASSWORDS["carl"], "client")
+            users.create_user(session, "rita", PASSWORDS["rita"], "reviewer")
+            users.create_user(session, "carl", PASSWORDS["carl"], "client")
             session.commit()
         yield server, database_url
     finally:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from console_testing import PASSWORDS, csrf_of, sign_in
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import users
 from rakuten_mlops.serving.console import assets
 from service_records import add_drift_run
 from service_testing import app_of, stored_feedback, stored_predictions
@@ -159,7 +159,7 @@ def test_a_client_cannot_open_the_console(console: TestClient) -> None:
 def test_a_disabled_user_is_signed_out_at_once(console: TestClient) -> None:
     sign_in(console, "rita")
     with app_of(console).state.session_factory() as session:
-        security.set_user_disabled(session, "rita")
+        users.set_user_disabled(session, "rita")
         session.commit()
     assert console.get("/console/queue").status_code == 303
 
@@ -563,7 +563,7 @@ def test_admin_manages_users_and_api_keys(console: TestClient) -> None:
     console.post("/console/admin/users/zoe", data={"role": "client", "csrf_token": csrf})
     console.post("/console/admin/users/zoe", data={"disabled": "true", "csrf_token": csrf})
     with app_of(console).state.session_factory() as session:
-        zoe = security.get_user(session, "zoe")
+        zoe = users.get_user(session, "zoe")
         assert zoe is not None and zoe.role == "client" and zoe.disabled
     last_admin = console.post(
         "/console/admin/users/admin", data={"disabled": "true", "csrf_token": csrf}

@@ -57,8 +57,8 @@ def serve(
 
     from rakuten_mlops.db.migrate import upgrade_database
     from rakuten_mlops.db.session import DatabaseError
+    from rakuten_mlops.serving.auth.startup import prepare_serve, resolve_secrets
     from rakuten_mlops.serving.db_health import is_unavailable
-    from rakuten_mlops.serving.security import prepare_serve, resolve_secrets
 
     # The app (in this process with one worker, or in each worker) builds its settings from
     # the environment: pass the options that way, before the settings are read and cached.

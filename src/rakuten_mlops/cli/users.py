@@ -76,12 +76,12 @@ def create(
     ] = False,
 ) -> None:
     """Create a user (the password is prompted for, or read from stdin)."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import users
 
-    security.validate_username(username)
-    security.validate_role(role)
+    users.validate_username(username)
+    users.validate_role(role)
     password = _read_password(password_stdin)
-    user = _in_session(lambda s: security.create_user(s, username, password, role))
+    user = _in_session(lambda s: users.create_user(s, username, password, role))
     console.print(f"user {user.username!r} created with role {user.role}", highlight=False)
 
 
@@ -89,10 +89,10 @@ def create(
 @handle_errors
 def list_users() -> None:
     """List the users: name, role, disabled, created."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import users
 
-    users = _in_session(security.list_users)
-    for user in users:
+    everyone = _in_session(users.list_users)
+    for user in everyone:
         state = "disabled" if user.disabled else "enabled"
         console.print(
             f"{user.username:<30} {user.role:<9} {state:<9} {user.created_at:%Y-%m-%d %H:%M}",
@@ -107,9 +107,9 @@ def list_users() -> None:
 def disable(username: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Disable a user: its tokens and API keys stop working (a running service notices
     within RAKUTEN_AUTH_CACHE_S seconds)."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import users
 
-    _in_session(lambda s: security.set_user_disabled(s, username, True))
+    _in_session(lambda s: users.set_user_disabled(s, username, True))
     console.print(f"user {username!r} disabled", highlight=False)
 
 
@@ -117,9 +117,9 @@ def disable(username: Annotated[str, typer.Argument(help="User name.")]) -> None
 @handle_errors
 def enable(username: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Enable a disabled user again."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import users
 
-    _in_session(lambda s: security.set_user_disabled(s, username, False))
+    _in_session(lambda s: users.set_user_disabled(s, username, False))
     console.print(f"user {username!r} enabled", highlight=False)
 
 
@@ -130,9 +130,9 @@ def set_role(
     role: Annotated[str, typer.Argument(help="admin | reviewer | client.")],
 ) -> None:
     """Change a user's role (in force at its next request)."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import users
 
-    _in_session(lambda s: security.set_user_role(s, username, role))
+    _in_session(lambda s: users.set_user_role(s, username, role))
     console.print(f"user {username!r} is now {role}", highlight=False)
 
 
@@ -146,10 +146,10 @@ def set_password(
     ] = False,
 ) -> None:
     """Set a user's password (prompted for, or read from stdin)."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import users
 
     password = _read_password(password_stdin)
-    _in_session(lambda s: security.set_user_password(s, username, password))
+    _in_session(lambda s: users.set_user_password(s, username, password))
     console.print(f"password of {username!r} changed", highlight=False)
 
 
@@ -158,9 +158,9 @@ def set_password(
 def sign_out(username: Annotated[str, typer.Argument(help="User name.")]) -> None:
     """Sign a user out everywhere: every token and console session issued until now is
     refused (a running service notices within RAKUTEN_AUTH_CACHE_S seconds)."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import users
 
-    _in_session(lambda s: security.sign_out_everywhere(s, username))
+    _in_session(lambda s: users.sign_out_everywhere(s, username))
     console.print(f"user {username!r} signed out everywhere", highlight=False)
 
 
@@ -171,9 +171,9 @@ def api_key_create(
     name: Annotated[str, typer.Option("--name", help="What the key is for.")] = "cli",
 ) -> None:
     """Create an API key and print it once (store it now; only its hash is kept)."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import credentials
 
-    row, key = _in_session(lambda s: security.create_api_key(s, username, name))
+    row, key = _in_session(lambda s: credentials.create_api_key(s, username, name))
     typer.echo(f"API key {row.id} ({row.prefix}) for {username!r}; shown once:", err=True)
     typer.echo(key)
 
@@ -184,9 +184,9 @@ def api_key_list(
     username: Annotated[str | None, typer.Argument(help="Only this user's keys.")] = None,
 ) -> None:
     """List API keys: id, prefix, user, name, created, last used, revoked."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import credentials
 
-    rows = _in_session(lambda s: security.list_api_keys(s, username))
+    rows = _in_session(lambda s: credentials.list_api_keys(s, username))
     for row, owner in rows:
         used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
         revoked = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
@@ -202,7 +202,7 @@ def api_key_list(
 @handle_errors
 def api_key_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see list).")]) -> None:
     """Revoke an API key (a running service refuses it within RAKUTEN_AUTH_CACHE_S seconds)."""
-    from rakuten_mlops.serving import security
+    from rakuten_mlops.serving.auth import credentials
 
-    row = _in_session(lambda s: security.revoke_api_key(s, key_id))
+    row = _in_session(lambda s: credentials.revoke_api_key(s, key_id))
     console.print(f"API key {row.id} ({row.prefix}) revoked", highlight=False)

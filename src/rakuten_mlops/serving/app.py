@@ -24,15 +24,15 @@ from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.monitoring.exporter import register_monitoring_metrics
 from rakuten_mlops.serving.api.docs import OPENAPI_URL, install_docs
 from rakuten_mlops.serving.api.main import include_api
-from rakuten_mlops.serving.console.routes import router as console_router
-from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
-from rakuten_mlops.serving.errors import add_exception_handlers
-from rakuten_mlops.serving.hardening import (
+from rakuten_mlops.serving.auth.wiring import (
     install_security,
     start_metrics_port,
     start_security,
     stop_security,
 )
+from rakuten_mlops.serving.console.routes import router as console_router
+from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
+from rakuten_mlops.serving.errors import add_exception_handlers
 from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.middleware import RequestContextMiddleware

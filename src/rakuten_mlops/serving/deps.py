@@ -20,15 +20,15 @@ from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.db.models import User
-from rakuten_mlops.serving import security
-from rakuten_mlops.serving.auth_cache import PrincipalCache
+from rakuten_mlops.serving.auth import credentials, passwords, principals, users
+from rakuten_mlops.serving.auth.cache import PrincipalCache
+from rakuten_mlops.serving.auth.principals import Principal, Role
+from rakuten_mlops.serving.auth.ratelimit import Limiter, LoginThrottle, Rate
 from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
 from rakuten_mlops.serving.metrics import ServiceMetrics
 from rakuten_mlops.serving.prediction.model_manager import ModelManager
 from rakuten_mlops.serving.prediction.predictor import PredictionService
 from rakuten_mlops.serving.prediction.recorder import PredictionRecorder
-from rakuten_mlops.serving.ratelimit import Limiter, LoginThrottle, Rate
-from rakuten_mlops.serving.security import Principal, Role
 
 __all__ = ["CurrentPrincipal", "Principal", "Role", "rate_limit", "require_role"]
 
@@ -71,7 +71,7 @@ async def get_current_principal(
             principal, rate_key, valid_until = await run_in_threadpool(
                 _authenticate, request, token, api_key
             )
-        except security.AuthError as exc:
+        except principals.AuthError as exc:
             raise _unauthorized(str(exc)) from None
         except SQLAlchemyError as exc:
             if not is_unavailable(exc):
@@ -101,15 +101,15 @@ def _authenticate(
     cache: PrincipalCache = request.app.state.principals
     with request.app.state.session_factory() as session:
         if token:
-            claims = security.decode_access_token(settings, token)
-            user = security.get_user(session, str(claims["sub"]))
+            claims = credentials.decode_access_token(settings, token)
+            user = users.get_user(session, str(claims["sub"]))
             if user is None:
-                raise security.AuthError("invalid token")
-            state = security.UserState.of(user)
+                raise principals.AuthError("invalid token")
+            state = principals.UserState.of(user)
             cache.remember_user(user.username, state)
-            principal, valid_until = security.principal_of_claims(claims, state)
+            principal, valid_until = credentials.principal_of_claims(claims, state)
             return principal, f"user:{principal.username}", valid_until
-        principal, key = security.principal_from_api_key(session, str(api_key))
+        principal, key = credentials.principal_from_api_key(session, str(api_key))
         return principal, f"key:{key.prefix}", None
 
 
@@ -127,14 +127,14 @@ def _last_known(request: Request, credential: str, token: str | None) -> tuple[P
         return stale.principal, stale.rate_key
     if token:
         try:
-            claims = security.decode_access_token(request.app.state.settings, token)
-        except security.AuthError as exc:
+            claims = credentials.decode_access_token(request.app.state.settings, token)
+        except principals.AuthError as exc:
             raise _unauthorized(str(exc)) from None
         state = cache.known_user(str(claims["sub"]))
         if state is not None:
             try:
-                principal, _ = security.principal_of_claims(claims, state)
-            except security.AuthError as exc:
+                principal, _ = credentials.principal_of_claims(claims, state)
+            except principals.AuthError as exc:
                 raise _unauthorized(str(exc)) from None
             return principal, f"user:{principal.username}"
     health: DatabaseHealth = request.app.state.db_health
@@ -288,12 +288,12 @@ async def check_login(
     wait = await throttle.retry_after(username)
     if wait > 0:
         raise LoginLockedError(wait)
-    user = await run_in_threadpool(security.authenticate_user, session, username, password)
+    user = await run_in_threadpool(users.authenticate_user, session, username, password)
     if user is None:
         locked = await throttle.failed(username)
         logger.info(
             "login refused",
-            extra={"username_digest": security.digest_for_log(username), "locked_s": locked},
+            extra={"username_digest": passwords.digest_for_log(username), "locked_s": locked},
         )
         return None
     await throttle.succeeded(username)

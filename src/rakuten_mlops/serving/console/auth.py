@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import credentials, principals, users
 from rakuten_mlops.serving.deps import Principal
 
 SESSION_COOKIE = "rakuten_console"
@@ -30,8 +30,8 @@ LOGIN_CSRF_COOKIE = "rakuten_console_login"
 def principal_of(session: Session, settings: Settings, token: str) -> Principal | None:
     """The signed-in user of a session token; None when it is invalid, expired or disabled."""
     try:
-        return security.principal_from_token(session, settings, token)
-    except security.AuthError:
+        return credentials.principal_from_token(session, settings, token)
+    except principals.AuthError:
         return None
 
 
@@ -49,21 +49,21 @@ async def session_is_valid(request: Request, token: str) -> bool:
 def renewed_token(session: Session, settings: Settings, token: str) -> str | None:
     """A fresh token for a valid session token past half its life, None otherwise."""
     try:
-        claims = security.decode_access_token(settings, token)
-    except security.AuthError:
+        claims = credentials.decode_access_token(settings, token)
+    except principals.AuthError:
         return None
     issued, expires = float(claims["iat"]), float(claims["exp"])  # type: ignore[arg-type]
     if time.time() < issued + (expires - issued) / 2:
         return None
-    user = security.get_user(session, str(claims["sub"]))
+    user = users.get_user(session, str(claims["sub"]))
     if user is None or user.disabled:
         return None
-    return security.create_access_token(settings, user)
+    return credentials.create_access_token(settings, user)
 
 
 def csrf_key(settings: Settings) -> bytes:
     """The key CSRF tokens are signed with (derived from the service's signing secret)."""
-    secret = security.jwt_secret_of(settings).encode("utf-8")
+    secret = credentials.jwt_secret_of(settings).encode("utf-8")
     return hmac.new(secret, b"rakuten-console-csrf", hashlib.sha256).digest()
 
 

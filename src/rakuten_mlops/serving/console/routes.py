@@ -42,12 +42,13 @@ from rakuten_mlops.db import crud, crud_console
 from rakuten_mlops.db.crud_console import QueueFilters, QueueOrder
 from rakuten_mlops.db.models import Prediction
 from rakuten_mlops.schema import CATEGORY_NAMES, PRODUCT_CODES
-from rakuten_mlops.serving import security
 from rakuten_mlops.serving.api.routes import users as users_api
 from rakuten_mlops.serving.api.routes.feedback import post_feedback
 from rakuten_mlops.serving.api.routes.model import model_info
 from rakuten_mlops.serving.api.routes.predict import predict as api_predict
 from rakuten_mlops.serving.api.routes.users import ApiKeyCreated
+from rakuten_mlops.serving.auth import credentials, users
+from rakuten_mlops.serving.auth.principals import ROLES
 from rakuten_mlops.serving.console import assets, auth
 from rakuten_mlops.serving.console.charts import accuracy_chart
 from rakuten_mlops.serving.db_health import is_unavailable
@@ -71,7 +72,6 @@ from rakuten_mlops.serving.schemas import (
     MAX_TITLE_CHARS,
     FeedbackRequest,
 )
-from rakuten_mlops.serving.security import ROLES
 
 logger = logging.getLogger(__name__)
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -384,7 +384,7 @@ async def login(
             "The sign-in form expired or did not come from this console; reload the page."
         )
     user = await check_login(request, session, username.strip(), password)
-    token = None if user is None else security.create_access_token(settings, user)
+    token = None if user is None else credentials.create_access_token(settings, user)
     if token is None:
         request.state.console_csrf = expected
         return render(
@@ -404,7 +404,7 @@ def logout(request: Request, settings: SettingsDep, principal: ReviewerDep) -> R
     """Sign out: the cookie is removed and every session and token of the user issued until
     now is refused (a copied cookie is of no use any more)."""
     with request.app.state.session_factory() as session:
-        security.sign_out_everywhere(session, principal.username)
+        users.sign_out_everywhere(session, principal.username)
         session.commit()
     response = RedirectResponse(
         "/console/login?notice=signed-out", status_code=status.HTTP_303_SEE_OTHER

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import credentials, users
 from rakuten_mlops.serving.deps import (
     AUTHENTICATE,
     CurrentPrincipal,
@@ -63,11 +63,11 @@ async def login(
             detail="incorrect user name or password",
             headers=AUTHENTICATE,
         )
-    token = security.create_access_token(settings, user)
+    token = credentials.create_access_token(settings, user)
     return TokenResponse(
         access_token=token,
         expires_in=settings.access_token_expire_minutes * 60,
-        role=security.validate_role(user.role),
+        role=users.validate_role(user.role),
     )
 
 
@@ -89,7 +89,7 @@ async def logout(request: Request, principal: CurrentPrincipal) -> LogoutRespons
 
     def sign_out() -> None:
         with request.app.state.session_factory() as session:
-            security.sign_out_everywhere(session, principal.username)
+            users.sign_out_everywhere(session, principal.username)
             session.commit()
 
     await run_in_threadpool(sign_out)

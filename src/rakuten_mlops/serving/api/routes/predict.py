@@ -12,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from rakuten_mlops.config import Settings
+from rakuten_mlops.serving.auth.inputs import image_problem, product_text_errors
 from rakuten_mlops.serving.deps import CurrentPrincipal, PredictorDep, SettingsDep
 from rakuten_mlops.serving.errors import validation_errors
-from rakuten_mlops.serving.inputs import image_problem, product_text_errors
 from rakuten_mlops.serving.logs import request_id_var
 from rakuten_mlops.serving.prediction.predictor import PredictionOut, ProductIn
 from rakuten_mlops.serving.schemas import (

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from rakuten_mlops.db.models import ApiKey, User
-from rakuten_mlops.serving import security
+from rakuten_mlops.serving.auth import credentials, passwords, principals, users
 from rakuten_mlops.serving.deps import CurrentPrincipal, Role, SessionDep, require_role
 from rakuten_mlops.serving.schemas import MAX_DB_INT, ErrorResponse
 
@@ -62,7 +62,7 @@ class UserCreate(BaseModel):
     )
 
     username: Username
-    password: SecretStr = Field(min_length=security.MIN_PASSWORD_CHARS, max_length=256)
+    password: SecretStr = Field(min_length=passwords.MIN_PASSWORD_CHARS, max_length=256)
     role: Role
 
 
@@ -74,7 +74,7 @@ class UserUpdate(BaseModel):
     role: Role | None = None
     disabled: bool | None = None
     password: SecretStr | None = Field(
-        default=None, min_length=security.MIN_PASSWORD_CHARS, max_length=256
+        default=None, min_length=passwords.MIN_PASSWORD_CHARS, max_length=256
     )
 
 
@@ -108,7 +108,7 @@ class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="Send as `X-API-Key`. Shown once, stored hashed.")
 
 
-def _fail(exc: security.UserError) -> HTTPException:
+def _fail(exc: principals.UserError) -> HTTPException:
     message = str(exc)
     if message.startswith("no "):
         return HTTPException(status.HTTP_404_NOT_FOUND, detail=message)
@@ -132,17 +132,17 @@ def _key_out(row: ApiKey, username: str) -> ApiKeyOut:
 @router.get("/users", response_model=list[UserOut])
 def list_users(session: SessionDep) -> list[User]:
     """Every user, by name."""
-    return security.list_users(session)
+    return users.list_users(session)
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
 def create_user(body: UserCreate, session: SessionDep) -> User:
     """Create a user with a role."""
     try:
-        user = security.create_user(
+        user = users.create_user(
             session, body.username, body.password.get_secret_value(), body.role
         )
-    except security.UserError as exc:
+    except principals.UserError as exc:
         raise _fail(exc) from None
     session.commit()
     return user
@@ -158,14 +158,14 @@ def update_user(
     change and a disable sign the user out everywhere (its earlier tokens are refused).
     """
     try:
-        user = security.require_user(session, username)
+        user = users.require_user(session, username)
         if body.role is not None:
-            security.set_user_role(session, username, body.role)
+            users.set_user_role(session, username, body.role)
         if body.disabled is not None:
-            security.set_user_disabled(session, username, body.disabled)
+            users.set_user_disabled(session, username, body.disabled)
         if body.password is not None:
-            security.set_user_password(session, username, body.password.get_secret_value())
-    except security.UserError as exc:
+            users.set_user_password(session, username, body.password.get_secret_value())
+    except principals.UserError as exc:
         session.rollback()
         raise _fail(exc) from None
     session.commit()
@@ -177,8 +177,8 @@ def sign_out_user(username: str, session: SessionDep) -> User:
     """Sign a user out everywhere: every access token and console session issued until now
     is refused (its API keys are revoked one by one)."""
     try:
-        user = security.sign_out_everywhere(session, username)
-    except security.UserError as exc:
+        user = users.sign_out_everywhere(session, username)
+    except principals.UserError as exc:
         raise _fail(exc) from None
     session.commit()
     return user
@@ -190,15 +190,15 @@ def list_api_keys(
     username: Annotated[str | None, Query(description="Only this user's keys.")] = None,
 ) -> list[ApiKeyOut]:
     """Every API key (prefix, owner, created, revoked, last used), newest first."""
-    return [_key_out(row, owner) for row, owner in security.list_api_keys(session, username)]
+    return [_key_out(row, owner) for row, owner in credentials.list_api_keys(session, username)]
 
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
 def create_api_key(body: ApiKeyCreate, session: SessionDep) -> ApiKeyCreated:
     """Create an API key for a user; the answer holds the key, shown this once."""
     try:
-        row, key = security.create_api_key(session, body.username, body.name)
-    except security.UserError as exc:
+        row, key = credentials.create_api_key(session, body.username, body.name)
+    except principals.UserError as exc:
         raise _fail(exc) from None
     session.commit()
     return ApiKeyCreated(**_key_out(row, body.username).model_dump(), key=key)
@@ -210,8 +210,8 @@ def revoke_api_key(
 ) -> ApiKeyOut:
     """Revoke an API key (it stops working at once; idempotent)."""
     try:
-        row = security.revoke_api_key(session, key_id)
-    except security.UserError as exc:
+        row = credentials.revoke_api_key(session, key_id)
+    except principals.UserError as exc:
         raise _fail(exc) from None
     session.commit()
     owner = session.get(User, row.user_id)

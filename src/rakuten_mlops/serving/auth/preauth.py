@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from rakuten_mlops.serving.auth.inputs import content_length
 from rakuten_mlops.serving.errors import error_body, send_json
-from rakuten_mlops.serving.inputs import content_length
 
 _API_PREFIX = "/v1/"
 # Console forms anybody may post: the sign-in form itself.

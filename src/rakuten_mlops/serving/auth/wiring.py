@@ -15,12 +15,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rakuten_mlops.config import Settings
-from rakuten_mlops.serving import security
-from rakuten_mlops.serving.auth_cache import PrincipalCache
+from rakuten_mlops.serving.auth import startup
+from rakuten_mlops.serving.auth.cache import PrincipalCache
+from rakuten_mlops.serving.auth.inputs import BodySizeLimitMiddleware
+from rakuten_mlops.serving.auth.preauth import PreAuthMiddleware
+from rakuten_mlops.serving.auth.ratelimit import (
+    LoginPolicy,
+    LoginThrottle,
+    make_limiter,
+    parse_rate,
+)
 from rakuten_mlops.serving.errors import error_body, send_json
-from rakuten_mlops.serving.inputs import BodySizeLimitMiddleware
-from rakuten_mlops.serving.preauth import PreAuthMiddleware
-from rakuten_mlops.serving.ratelimit import LoginPolicy, LoginThrottle, make_limiter, parse_rate
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ def install_security(app: FastAPI, settings: Settings) -> Settings:
         SecurityConfigError: missing or placeholder secrets outside `RAKUTEN_ENV=dev`.
         RateLimitConfigError: a rate limit setting is malformed.
     """
-    resolved = security.resolve_secrets(settings)
+    resolved = startup.resolve_secrets(settings)
     settings = resolved.settings
     app.state.startup_secrets = resolved
     app.state.rate_limits = {
@@ -96,10 +101,10 @@ def start_security(app: FastAPI) -> None:
     """At start-up, with the database: the first admin and the dev notices."""
     settings: Settings = app.state.settings
     with app.state.session_factory() as session:
-        created = security.ensure_first_admin(session, settings)
+        created = startup.ensure_first_admin(session, settings)
     if created is not None:
         logger.info("first admin created", extra={"username": created.username})
-    security.announce_dev_secrets(app.state.startup_secrets, created is not None)
+    startup.announce_dev_secrets(app.state.startup_secrets, created is not None)
 
 
 def start_metrics_port(app: FastAPI) -> None:

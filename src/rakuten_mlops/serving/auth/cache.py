@@ -18,8 +18,8 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import InstanceState, Session, sessionmaker
 
 from rakuten_mlops.db.models import ApiKey, User
-from rakuten_mlops.serving.security import AUTH_CHANGED as _CHANGED
-from rakuten_mlops.serving.security import Principal, UserState
+from rakuten_mlops.serving.auth.principals import AUTH_CHANGED as _CHANGED
+from rakuten_mlops.serving.auth.principals import Principal, UserState
 
 
 @dataclass(frozen=True)
