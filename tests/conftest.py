@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# After the session, the process gets this long to exit by itself.
+EXIT_GRACE_S = 120.0
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread a test left running (not a daemon) would keep the process alive after the
+    summary, and CI waiting until its time-out. Past EXIT_GRACE_S, the threads still running
+    are printed with their stacks (to find the test that left them) and the process exits
+    with the session's status."""
+
+    def force_exit() -> None:
+        main = threading.main_thread()
+        left = [t.name for t in threading.enumerate() if not t.daemon and t is not main]
+        print(
+            f"\ntest process still running {EXIT_GRACE_S:.0f} s after the session; "
+            f"threads left running: {left}; their stacks:",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(_exit_status)
+
+    timer = threading.Timer(EXIT_GRACE_S, force_exit)
+    timer.daemon = True
+    timer.start()
 
 
 def _sample_dir() -> Path:

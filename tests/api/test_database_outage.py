@@ -6,6 +6,8 @@ stopped with `pg_ctl stop -m immediate` (a crash) and started again under load.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -118,7 +120,11 @@ class Load:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, clients: int) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+        # Daemon threads, stopped in a `finally`: a failing test must not leave clients
+        # running into the next tests, nor keep the test process alive at exit.
+        threads = [
+            threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)
+        ]
         for thread in threads:
             thread.start()
         return threads
@@ -158,6 +164,26 @@ class Load:
                     self.failures.append(f"{response.status_code}: {response.text[:200]}")
 
 
+def _two_requests_on_one_connection(url: str, path: str, form: str) -> tuple[int, int]:
+    """The statuses of a form POST to `path` and of a `GET /ready` sent after it on the same
+    connection (http.client never reconnects by itself: a connection the server dropped
+    without saying `Connection: close` fails the second request)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        connection.request("POST", path, body=form, headers=headers)
+        first = connection.getresponse()
+        first.read()
+        time.sleep(0.3)  # a server that closes has sent its FIN by now
+        connection.request("GET", "/ready")
+        second = connection.getresponse()
+        second.read()
+        return first.status, second.status
+    finally:
+        connection.close()
+
+
 def _stored_ids(url: str) -> list[str]:
     engine = create_engine(url)
     try:
@@ -186,6 +212,7 @@ def test_ten_seconds_of_database_outage_under_load_cost_no_prediction(
 ) -> None:
     spool = tmp_path / "spool"
     process, url, log = _serve(_service_env(own_postgres, tiny_model.path, spool), tmp_path)
+    stack = contextlib.ExitStack()
     try:
         _wait(lambda: httpx.get(f"{url}/ready").status_code == 200, 120, "the service")
         with httpx.Client(base_url=url, timeout=10) as http:
@@ -197,6 +224,7 @@ def test_ten_seconds_of_database_outage_under_load_cost_no_prediction(
             assert http.get("/v1/predictions?limit=1", headers=rita).status_code == 200
             load = Load(url, headers, [jpeg_bytes])
             threads = load.run(8)
+            stack.callback(load.stop.set)
             time.sleep(3)
             own_postgres.stop()
             _wait(lambda: http.get("/ready").json()["database"] == "down", 10, "the outage")
@@ -209,6 +237,11 @@ def test_ten_seconds_of_database_outage_under_load_cost_no_prediction(
             assert "database is unavailable" in feedback.json()["detail"]
             assert (
                 http.post("/token", data={"username": "rita", "password": "x"}).status_code == 503
+            )
+            # ...and the 503 leaves the connection open: the next request on it is answered.
+            assert _two_requests_on_one_connection(url, "/token", "username=rita&password=x") == (
+                503,
+                200,
             )
             stranger = http.post("/v1/predict", data={"designation": "x"},
                                  headers={"X-API-Key": "rk_000000000000_unknown"})  # fmt: skip
@@ -233,6 +266,7 @@ def test_ten_seconds_of_database_outage_under_load_cost_no_prediction(
         stored = _stored_ids(own_postgres.url)
         assert len(stored) == len(set(stored))
     finally:
+        stack.close()
         process.send_signal(signal.SIGTERM)
         process.wait(60)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -516,8 +517,12 @@ def test_name_resolution_failure_is_retried_once_without_backoff(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lookups: list[str] = []
+    this_thread = threading.get_ident()
+    real_lookup = socket.getaddrinfo
 
-    def fail_lookup(host: str, *args: object, **kwargs: object) -> list[object]:
+    def fail_lookup(host: str, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != this_thread:  # another thread of the test process
+            return real_lookup(host, *args, **kwargs)
         lookups.append(host)
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 

@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
+from rakuten_mlops.errors import RakutenError
 from rakuten_mlops.serving.logs import request_id_var
 from rakuten_mlops.serving.prediction.model_manager import ModelNotReadyError
 
@@ -125,8 +127,17 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 def add_exception_handlers(app: FastAPI) -> None:
-    """Install the JSON error handlers on `app`."""
+    """Install the JSON error handlers on `app`.
+
+    Database errors and the project's own errors have handlers of their own class, answered
+    like any handled error: the connection stays open for the client's next request. The
+    handler of `Exception` is the last resort only: Starlette re-raises after it answers, and
+    the server then drops the connection, so a client that reuses it (keep-alive, a load
+    balancer's pool) would get a reset on its next request, not an answer.
+    """
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ModelNotReadyError, _not_ready_handler)
+    app.add_exception_handler(SQLAlchemyError, _unexpected_handler)
+    app.add_exception_handler(RakutenError, _unexpected_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
