@@ -61,7 +61,7 @@ prefect-venv: ## Build .venv-prefect (Prefect, apart from the service's venv)
 bento-venv: ## Build .venv-bento (BentoML and this package, apart from the service's venv)
 	bash scripts/tool-venv.sh bentoml
 
-bento: install ## Build the Bento of BENTO_MODEL (default: the registry champion) in BENTOML_HOME (.bentoml)
+bento: ## Build the Bento of BENTO_MODEL (default: the registry champion) in BENTOML_HOME (.bentoml)
 	bash scripts/bento.sh build
 
 bento-serve: ## Serve the latest Bento on 127.0.0.1:3000 (POST /classify)
