@@ -67,9 +67,9 @@ bento: ## Build the Bento of BENTO_MODEL (default: the registry champion) in BEN
 bento-serve: ## Serve the latest Bento on 127.0.0.1:3000 (POST /classify)
 	bash scripts/bento.sh serve
 
-bento-image: ## Build the latest Bento's OCI image with `bentoml containerize` (needs Docker)
+bento-image: ## Build the latest Bento's image, rakuten-mlops/bento (deploy/bentoml/Dockerfile; needs Docker)
 	bash scripts/start-dockerd.sh
-	bash scripts/bento.sh containerize
+	bash scripts/bento.sh image
 
 prefect-serve: install prefect-venv ## Serve the Prefect flows (drift_check, retrain, batch_scoring) on their schedules
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 .venv-prefect/bin/python orchestration/prefect/serve.py

@@ -4,7 +4,8 @@
 #                                  version files checked against their digest) and build the
 #                                  Bento; prints its tag on the last line
 #   scripts/bento.sh serve         serve the latest Bento on BENTO_HOST:BENTO_PORT
-#   scripts/bento.sh containerize  build the latest Bento's OCI image (needs a Docker engine)
+#   scripts/bento.sh image         the latest Bento as an image, rakuten-mlops/bento (needs a
+#                                  Docker engine; deploy/bentoml/Dockerfile on the local base)
 # Settings: BENTO_MODEL (default models:/rakuten-product-classifier@champion, the registry of
 # MLFLOW_TRACKING_URI; or a model folder), BENTOML_HOME (default .bentoml), BENTO_HOST
 # (127.0.0.1), BENTO_PORT (3000), BENTO_VENV (.venv-bento).
@@ -33,12 +34,19 @@ case "${1:-}" in
     exec "$VENV/bin/bentoml" serve "$BENTO_NAME:latest" \
       --host "${BENTO_HOST:-127.0.0.1}" --port "${BENTO_PORT:-3000}"
     ;;
-  containerize)
-    exec "$VENV/bin/bentoml" containerize "$BENTO_NAME:latest" --backend docker \
-      --image-tag "rakuten-mlops/bento:latest"
+  image)
+    # The Bento with its model (bentoml export), and its Python environment, where
+    # deploy/bentoml/Dockerfile takes them.
+    rm -rf build/bento && mkdir -p build/bento
+    "$VENV/bin/bentoml" export "$BENTO_NAME:latest" "$PWD/build/bento/$BENTO_NAME.bento" >/dev/null
+    bento_dir="$("$VENV/bin/bentoml" get "$BENTO_NAME:latest" -o path)"
+    mkdir -p build/bento/env && cp -r "$bento_dir/env/python" build/bento/env/python
+    "$VENV/bin/python" -c "import bentoml; print(bentoml.__version__)" \
+      >build/bento/env/python/bentoml_version.txt
+    exec bash scripts/build-images.sh bento
     ;;
   *)
-    echo "usage: scripts/bento.sh build|serve|containerize" >&2
+    echo "usage: scripts/bento.sh build|serve|image" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the four images of docker/ (api, mlflow, trainer, airflow) and prints their sizes.
 #   scripts/build-images.sh [ROLE ...]        (default: every role; `standins` when needed)
+# Role `bento`: deploy/bentoml/Dockerfile, the Bento `scripts/bento.sh image` exported.
 # Role `standins`: the third-party services of compose.yaml (postgres, redis, nginx,
 # prometheus, alertmanager, s3) from Debian's packages (docker/standins/Dockerfile), for
 # machines where the official images cannot be pulled; built by default only there
@@ -73,9 +74,12 @@ for role in "${roles[@]}"; do
     continue
   fi
   built+=("$role")
+  dockerfile="docker/$role.Dockerfile"
+  # Role `bento`: the Bento exported to build/bento/ by `scripts/bento.sh image`.
+  [ "$role" = bento ] && dockerfile=deploy/bentoml/Dockerfile
   start=$(date +%s)
   echo "building $PREFIX/$role:$TAG (base $base)..."
-  "$DOCKER" build --progress=plain -f "docker/$role.Dockerfile" \
+  "$DOCKER" build --progress=plain -f "$dockerfile" \
     --build-arg "PYTHON_IMAGE=$base" "${extra[@]}" "${secret[@]}" -t "$PREFIX/$role:$TAG" . >"build/image-$role.log" 2>&1 \
     || { tail -30 "build/image-$role.log" >&2; exit 1; }
   echo "  done in $(( $(date +%s) - start )) s"
@@ -83,7 +87,7 @@ done
 keep="${BUILD_CACHE_KEEP:-20GB}"
 if [ "$keep" != 0 ]; then
   # The project's untagged images (replaced by this build), then the cache beyond `keep`.
-  for title in rakuten-api rakuten-trainer rakuten-mlflow rakuten-airflow; do
+  for title in rakuten-api rakuten-trainer rakuten-mlflow rakuten-airflow rakuten-bento; do
     "$DOCKER" image prune -f --filter "label=org.opencontainers.image.title=$title" >/dev/null 2>&1 || true
   done
   "$DOCKER" builder prune -f --keep-storage "$keep" >/dev/null 2>&1 || true

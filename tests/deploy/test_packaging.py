@@ -14,6 +14,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
+# Every Dockerfile held to the same rules: the roles', and the Bento's (deploy/bentoml/).
+ALL_DOCKERFILES = [*DOCKERFILES, REPO / "deploy/bentoml/Dockerfile"]
 BIN = Path(sys.executable).parent
 # The API's secrets: empty in .env.example (dev generates them), required by compose.
 API_SECRETS = {
@@ -43,7 +45,7 @@ def test_every_role_has_an_image() -> None:
     ]
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda p: p.parent.name + "/" + p.stem)
 def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     result = subprocess.run(
         [str(BIN / "hadolint"), "--config", str(REPO / ".hadolint.yaml"), str(dockerfile)],
@@ -54,7 +56,7 @@ def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES, ids=lambda p: p.parent.name + "/" + p.stem)
 def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck(dockerfile: Path) -> None:
     rows = _instructions(dockerfile)
     keywords = [k for k, _ in rows]
