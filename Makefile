@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve bento-venv bento bento-serve bento-image test test-fast lint format bench bench-api mlflow-ui clean lock stack stack-down
+.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve bento-venv bento bento-serve bento-image test test-fast docs-check lint format bench bench-api mlflow-ui clean lock stack stack-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,6 +79,9 @@ test: install system-deps airflow-venv prefect-venv bento-venv ## Run the whole 
 
 test-fast: install ## Run the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+docs-check: install ## Check the README and docs/: links and anchors, make targets, CLI commands and options, scripts
+	$(VENV)/bin/pytest -q tests/code/test_docs_links.py tests/code/test_docs_commands.py
 
 lint: install ## Lint and type-check (ruff + mypy)
 	$(VENV)/bin/ruff check src tests bench orchestration deploy
