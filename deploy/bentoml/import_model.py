@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import bentoml
 
 from rakuten_mlops.config import get_settings
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.registry.integrity import fetch_verified_model
-from rakuten_mlops.serving.prediction.model_manager import resolve_source
+from rakuten_mlops.serving.prediction.model_manager import local_model, resolve_source
 
 BENTO_MODEL_NAME = "rakuten-product-classifier"
 DEFAULT_MODEL = "models:/rakuten-product-classifier@champion"
@@ -37,27 +35,18 @@ def import_model(uri: str) -> bentoml.Model:
     """
     settings = get_settings()
     source = resolve_source(uri, settings)
-    workdir: Path | None = None
-    local = Path(source.load_uri)
-    if source.version is not None:
-        local, workdir = fetch_verified_model(
-            source.name,
-            source.version,
-            source.tags,
-            Path(tempfile.gettempdir()) / "rakuten-bento-import",
-            require_digest=settings.env == "prod",
-        )
-    if not (local / "MLmodel").is_file():
-        raise ModelError(f"no MLflow model at {local}: MLmodel file not found")
+    load_uri, workdir = local_model(source, settings)
     labels = {"source": uri}
     if source.version is not None:
         labels.update(registered_name=source.name, version=source.version)
     if source.alias is not None:
         labels["alias"] = source.alias
     try:
+        if not (Path(load_uri) / "MLmodel").is_file():
+            raise ModelError(f"no MLflow model at {load_uri}: MLmodel file not found")
         return bentoml.mlflow.import_model(
             BENTO_MODEL_NAME,
-            str(local),
+            load_uri,
             signatures={"predict": {"batchable": True}},
             labels=labels,
             metadata={"run_id": source.run_id or "", **source.metrics},

@@ -196,6 +196,28 @@ def resolve_source(uri: str, settings: Settings) -> ModelSource:
     )
 
 
+def local_model(source: ModelSource, settings: Settings) -> tuple[str, Path | None]:
+    """Where to load `source` from, and the folder to remove once it is out of service.
+
+    A registry version is downloaded and its files checked against the digest recorded at
+    registration (a digest is required with RAKUTEN_ENV=prod); anything else loads from its
+    own URI and leaves nothing to remove.
+
+    Raises:
+        ModelError: the files cannot be fetched or do not match their digest.
+    """
+    if source.version is None:
+        return source.load_uri, None
+    local, local_dir = fetch_verified_model(
+        source.name,
+        source.version,
+        source.tags,
+        Path(tempfile.gettempdir()) / "rakuten-models",
+        require_digest=settings.env == "prod",
+    )
+    return str(local), local_dir
+
+
 def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
     """Resolve, load and warm up one model (in a model process of its own when
     `RAKUTEN_MODEL_PROCESS` is on).
@@ -206,16 +228,7 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
     source = resolve_source(uri, settings)
     predict_items: ItemsFn | None = None
     process: ModelProcess | None = None
-    load_uri, local_dir = source.load_uri, None
-    if source.version is not None:  # a registry version: its files, checked, on local disk
-        local, local_dir = fetch_verified_model(
-            source.name,
-            source.version,
-            source.tags,
-            Path(tempfile.gettempdir()) / "rakuten-models",
-            require_digest=settings.env == "prod",
-        )
-        load_uri = str(local)
+    load_uri, local_dir = local_model(source, settings)
     try:
         if settings.model_process:
             process = ModelProcess(load_uri, tracking_uri=None, num_threads=settings.model_threads)
