@@ -23,11 +23,11 @@ import os
 from typing import Any
 
 import bentoml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from rakuten_mlops.inference.model_io import ItemPrediction, build_model_input, load_items_predictor
 from rakuten_mlops.serving.auth.inputs import image_problem
-from rakuten_mlops.serving.schemas import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
+from rakuten_mlops.serving.schemas import ProductItem
 
 MODEL_NAME = "rakuten-product-classifier"
 # The folder `bentoml.mlflow.import_model` stores the MLflow model in, inside a BentoML model.
@@ -36,19 +36,12 @@ MAX_IMAGE_PIXELS = int(os.environ.get("RAKUTEN_MAX_IMAGE_PIXELS", "25000000"))
 REVIEW_THRESHOLD = float(os.environ.get("RAKUTEN_REVIEW_THRESHOLD", "0.5"))
 
 
-class Product(BaseModel):
-    """One product: the title, and optionally the description and the image."""
+class Product(ProductItem):
+    """One product, as an item of `/v1/predict/batch`: the title, and optionally the
+    description, the image and the ids (the same fields and limits)."""
 
-    designation: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
-    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
-    image_base64: str | None = Field(default=None, description="JPEG/PNG/WebP bytes, base64.")
-
-    @field_validator("designation")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.replace("\x00", "").strip():
-            raise ValueError("must not be blank")
-        return value
+    # BentoML's OpenAPI writer has no place for the JSON schema's `examples`.
+    model_config = ConfigDict(json_schema_extra=None)
 
     @model_validator(mode="after")
     def _readable_image(self) -> Product:
