@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ def _words(line: str) -> list[str]:
         return line.split()
 
 
+def invocations(page: Path, program: str) -> Iterator[tuple[str, list[str]]]:
+    """Each call of `program` on the page: its line, and the words after the program name
+    (`make X`, `nice -n 10 make X`, `a && rakuten-mlops b | c`...)."""
+    for line in shell_lines(page):
+        for segment in re.split(r"&&|\|\||;|\|", line):
+            words = _words(segment.strip())
+            if program in words:
+                yield line, words[words.index(program) + 1 :]
+
+
 def make_targets() -> set[str]:
     text = (REPO / "Makefile").read_text(encoding="utf-8")
     return set(re.findall(r"^([a-zA-Z][\w-]*):", text, re.M))
@@ -73,44 +84,34 @@ def _options(command: Any) -> set[str]:
 def test_make_targets_exist(page: Path) -> None:
     targets = make_targets()
     missing = []
-    for line in shell_lines(page):
-        for segment in re.split(r"&&|\|\||;|\|", line):
-            words = _words(segment.strip())
-            # `make X`, `nice -n 10 make X`, `VAR=1 make X`: the words after `make`.
-            if "make" not in words:
+    for line, words in invocations(page, "make"):
+        for word in words:  # targets, after options and VAR=value
+            if word.startswith("-") or "=" in word:
                 continue
-            for word in words[words.index("make") + 1 :]:
-                if word.startswith("-") or "=" in word:
-                    continue
-                if not re.fullmatch(r"[a-z][\w-]*", word):
-                    break
-                if word not in targets:
-                    missing.append(f"make {word}  ({line})")
+            if not re.fullmatch(r"[a-z][\w-]*", word):
+                break
+            if word not in targets:
+                missing.append(f"make {word}  ({line})")
     assert missing == []
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_cli_commands_and_options_exist(page: Path) -> None:
     problems = []
-    for line in shell_lines(page):
-        for segment in re.split(r"&&|\|\||;|\|", line):
-            words = _words(segment.strip())
-            if "rakuten-mlops" not in words:
-                continue
-            rest = words[words.index("rakuten-mlops") + 1 :]
-            if not rest or rest[0] in {"--help", "--version"} or rest[0].startswith("<"):
-                continue  # the CLI's own options, or a placeholder (`rakuten-mlops <command>`)
-            found = cli_command(rest)
-            if found is None or not found[1]:
-                problems.append(f"no command: rakuten-mlops {' '.join(rest[:2])}  ({line})")
-                continue
-            command, path = found
-            options = _options(command)
-            for word in rest[len(path) :]:
-                # `--opt`, `--opt=value` and the `[--opt/--no-opt]` of a synopsis.
-                for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", word):
-                    if option not in options and option != "--help":
-                        problems.append(f"rakuten-mlops {' '.join(path)} {option}  ({line})")
+    for line, rest in invocations(page, "rakuten-mlops"):
+        if not rest or rest[0] in {"--help", "--version"} or rest[0].startswith("<"):
+            continue  # the CLI's own options, or a placeholder (`rakuten-mlops <command>`)
+        found = cli_command(rest)
+        if found is None or not found[1]:
+            problems.append(f"no command: rakuten-mlops {' '.join(rest[:2])}  ({line})")
+            continue
+        command, path = found
+        options = _options(command)
+        for word in rest[len(path) :]:
+            # `--opt`, `--opt=value` and the `[--opt/--no-opt]` of a synopsis.
+            for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", word):
+                if option not in options and option != "--help":
+                    problems.append(f"rakuten-mlops {' '.join(path)} {option}  ({line})")
     assert problems == []
 
 
