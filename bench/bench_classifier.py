@@ -28,12 +28,12 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.svm import LinearSVC
 
-from rakuten_mlops.config import load_params
 from rakuten_mlops.data.ingest import import_dataset
 from rakuten_mlops.data.prepare import load_split, prepare_dataset
 from rakuten_mlops.evaluation.metrics import compute_calibration, compute_classification_metrics
 from rakuten_mlops.features.image_tensors import decode_image
 from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.params import load_params
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent

@@ -51,13 +51,13 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rakuten_mlops.config import load_params
+from rakuten_mlops.params import load_params
 from rakuten_mlops.data.ingest import import_dataset
 from rakuten_mlops.data.prepare import assign_splits, load_split, prepare_dataset
 from rakuten_mlops.evaluation.metrics import compute_calibration, compute_classification_metrics
 from rakuten_mlops.features.text import normalize_for_dedup
 from rakuten_mlops.models.fusion import LogLinearFusion
-from rakuten_mlops.models.params import parse_model_params
+from rakuten_mlops.params import parse_model_params
 from rakuten_mlops.models.pipeline import ProductClassifier, _clean_column, _stack_images
 
 BENCH_DIR = Path(__file__).resolve().parent

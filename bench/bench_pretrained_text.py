@@ -25,10 +25,10 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from bench_classifier import REPO_ROOT, score
-from rakuten_mlops.config import load_params
 from rakuten_mlops.data.ingest import import_dataset
 from rakuten_mlops.data.prepare import load_split, prepare_dataset
 from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.params import load_params
 from rakuten_mlops.schema import PROCESSED_METADATA_FILE
 
 # Weights of the encoder's log-probabilities tried on val (0 = the classifier alone).

@@ -1,12 +1,9 @@
-"""Runtime settings (environment / `.env`) and experiment parameters (`params.yaml`).
+"""Runtime settings: the environment and `.env`.
 
-Two kinds of configuration live here:
-
-* `Settings`: where things are and how to reach them (paths, URIs, secrets, thresholds
-  of the runtime). Read from `RAKUTEN_*` environment variables or a `.env` file, built
-  by `get_settings()` when a command starts, never at import time.
-* `load_params()`: the versioned hyperparameters in `params.yaml`, tracked by DVC and
-  logged to MLflow.
+`Settings` says where things are and how to reach them (paths, URIs, secrets, thresholds
+of the runtime). It is read from `RAKUTEN_*` environment variables or a `.env` file, built
+by `get_settings()` when a command starts, never at import time. The versioned
+hyperparameters of `params.yaml` are `rakuten_mlops.params`.
 """
 
 from __future__ import annotations
@@ -16,11 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from rakuten_mlops.errors import RakutenError
 
 DEFAULT_HF_BASE_URL = (
     "https://huggingface.co/datasets/ndiguesene/ml-datasets-image-rakuten-ecommerce/resolve/main/"
@@ -224,48 +218,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Build the settings once per process (call it, never read env at import time)."""
     return Settings()
-
-
-class ParamsError(RakutenError, ValueError):
-    """`params.yaml` is missing or malformed (shown to users like the other `RakutenError`s)."""
-
-
-# Top-level sections of params.yaml (each is checked key by key by the code that reads it).
-PARAMS_SECTIONS = ("seed", "data", "model", "gate", "evaluate")
-# Keys of its `data:` section (values checked by `data.prepare.SplitParams`; `feedback` by
-# `data.feedback.FeedbackParams`).
-DATA_PARAMS_KEYS = ("source", "val_size", "test_size", "unseen_size", "seed", "feedback")
-
-
-def load_params(path: Path | str = Path("params.yaml")) -> dict[str, Any]:
-    """Read the experiment parameters.
-
-    Raises:
-        ParamsError: the file is missing, is not a YAML mapping, has a top-level key that
-            is not in `PARAMS_SECTIONS` or a `data:` key that the split does not know.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"parameters file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(map(str, data)) - set(PARAMS_SECTIONS))
-    if unknown:  # a typo must not silently fall back to a default
-        raise ParamsError(
-            f"{path}: unknown top-level key(s) {', '.join(unknown)} "
-            f"(valid keys: {', '.join(sorted(PARAMS_SECTIONS))})"
-        )
-    section = data.get("data")
-    if section is not None and not isinstance(section, dict):
-        raise ParamsError(f"{path}: `data` must be a mapping, got {section!r}")
-    unknown = sorted(set(map(str, section or {})) - set(DATA_PARAMS_KEYS))
-    if unknown:
-        raise ParamsError(
-            f"{path}: unknown key(s) under `data`: {', '.join(unknown)} "
-            f"(valid keys: {', '.join(sorted(DATA_PARAMS_KEYS))})"
-        )
-    return data

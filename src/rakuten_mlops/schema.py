@@ -8,6 +8,7 @@ pure helpers.
 
 from __future__ import annotations
 
+import math
 from pathlib import PurePosixPath
 
 # Official file names (raw layer, identical to the challenge / Hugging Face dataset).
@@ -114,3 +115,17 @@ RECORD_COLUMNS = (
     "confidence",
     "true_code",
 )
+
+
+def as_id(value: object) -> int | None:
+    """A product / image id cell as a positive int (the service stores them as text; a CSV
+    cell may be a float or missing), else None."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return int(value) if not math.isnan(value) and value.is_integer() and value > 0 else None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None

@@ -13,17 +13,12 @@ from typer.testing import CliRunner
 
 from factories import make_products, write_raw_dataset
 from rakuten_mlops.cli import app
-from rakuten_mlops.config import ParamsError
-from rakuten_mlops.data.feedback import (
-    UNTRUSTED,
-    FeedbackParams,
-    export_feedback,
-    list_batches,
-    load_feedback_layer,
-)
+from rakuten_mlops.data.feedback import list_batches, load_feedback_layer
+from rakuten_mlops.data.feedback_export import UNTRUSTED, export_feedback
 from rakuten_mlops.data.prepare import load_feedback_holdout, load_split, prepare_dataset
 from rakuten_mlops.data.validate import load_labelled_products
 from rakuten_mlops.errors import DataError
+from rakuten_mlops.params import FeedbackParams, ParamsError, parse_section
 from rakuten_mlops.schema import IMAGE_TRAIN_DIR, X_TRAIN_FILE, Y_TRAIN_FILE
 from service_records import REVIEWER, ServiceRecords
 
@@ -195,14 +190,17 @@ def test_export_errors_are_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_feedback_params_are_validated() -> None:
-    assert FeedbackParams.from_mapping(None) == FeedbackParams()
+    def parse(values: object) -> FeedbackParams:
+        return parse_section(FeedbackParams, values, "data.feedback")
+
+    assert parse(None) == FeedbackParams()
     assert not FeedbackParams().enabled  # a `data:` section without it prepares as before
-    with pytest.raises(ParamsError, match="unknown key"):
-        FeedbackParams.from_mapping({"max_shar": 0.2})
-    with pytest.raises(ParamsError, match="max_share"):
-        FeedbackParams.from_mapping({"max_share": 1.5})
-    with pytest.raises(ParamsError, match="min_labels"):
-        FeedbackParams.from_mapping({"min_labels": "ten"})
+    with pytest.raises(ParamsError, match=r"unknown key.*`data\.feedback`: max_shar"):
+        parse({"max_shar": 0.2})
+    with pytest.raises(ParamsError, match=r"`data.feedback.max_share` must be < 1.0, got 1.5"):
+        parse({"max_share": 1.5})
+    with pytest.raises(ParamsError, match=r"`data\.feedback\.min_labels` must be an integer"):
+        parse({"min_labels": "ten"})
 
 
 @pytest.fixture(scope="module")

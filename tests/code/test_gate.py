@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from rakuten_mlops.evaluation.gate import GateDecision, GatePolicy, decide_promotion
+from rakuten_mlops.evaluation.gate import GateDecision, decide_promotion
+from rakuten_mlops.params import GatePolicy, ParamsError, parse_section
 
 POLICY = GatePolicy(min_weighted_f1=0.70, min_macro_f1=0.50, max_ece=0.10, min_improvement=0.01)
 GOOD = {"weighted_f1": 0.82, "macro_f1": 0.78, "ece": 0.04, "accuracy": 0.82}
@@ -91,14 +92,14 @@ def test_champion_without_primary_metric_is_treated_as_absent() -> None:
 
 
 def test_policy_from_params_reads_known_keys_and_refuses_typos() -> None:
-    policy = GatePolicy.from_params({"min_weighted_f1": "0.6", "min_improvement": 0})
+    policy = parse_section(GatePolicy, {"min_weighted_f1": 0.6, "min_improvement": 0}, "gate")
     assert policy.min_weighted_f1 == 0.6
     assert policy.min_improvement == 0.0
     assert policy.max_ece == GatePolicy().max_ece
-    with pytest.raises(ValueError, match="min_weigthed_f1"):
-        GatePolicy.from_params({"min_weigthed_f1": 0.6})
-    with pytest.raises(ValueError, match=r"gate\.max_ece"):
-        GatePolicy.from_params({"max_ece": "low"})
+    with pytest.raises(ParamsError, match="min_weigthed_f1"):
+        parse_section(GatePolicy, {"min_weigthed_f1": 0.6}, "gate")
+    with pytest.raises(ParamsError, match=r"`gate\.max_ece` must be a number, got 'low'"):
+        parse_section(GatePolicy, {"max_ece": "low"}, "gate")
 
 
 def test_decision_serialises_to_json_ready_dict() -> None:

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "rakuten_mlops"
 # The root package (`rakuten_mlops`, its __version__) is below everything.
 LAYERS: list[set[str]] = [
     {"schema", "errors"},
-    {"config", "secret_rules"},
+    {"config", "params", "secret_rules"},
     {"features", "db"},
     {"data"},
     {"tracking"},

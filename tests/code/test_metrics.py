@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rakuten_mlops.evaluation.evaluate import EvaluationSettings, evaluate_predictions
+from rakuten_mlops.evaluation.evaluate import evaluate_predictions
 from rakuten_mlops.evaluation.metrics import (
     compute_calibration,
     compute_classification_metrics,
@@ -19,6 +19,7 @@ from rakuten_mlops.evaluation.metrics import (
     find_coverage_at_accuracy,
     summarize_latencies,
 )
+from rakuten_mlops.params import EvaluationSettings
 
 
 def test_classification_metrics_by_hand() -> None:

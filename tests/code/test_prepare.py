@@ -15,11 +15,9 @@ from typer.testing import CliRunner
 
 from rakuten_mlops import schema
 from rakuten_mlops.cli import app
-from rakuten_mlops.config import ParamsError, load_params
 from rakuten_mlops.data.ingest import import_dataset
 from rakuten_mlops.data.manifest import sha256_file
 from rakuten_mlops.data.prepare import (
-    SplitParams,
     assign_splits,
     load_split,
     prepare_dataset,
@@ -27,6 +25,7 @@ from rakuten_mlops.data.prepare import (
 from rakuten_mlops.errors import DataError
 from rakuten_mlops.features.images import image_path_for
 from rakuten_mlops.features.text import normalize_for_dedup
+from rakuten_mlops.params import DataParams, ParamsError, load_params, parse_section
 
 CODES = (10, 1280, 1560, 2583)
 PER_CLASS = 40
@@ -120,7 +119,7 @@ def test_prepare_writes_every_split_with_the_processed_columns(processed: Path) 
     assert sum(len(s) for s in indexes) == total
     assert set().union(*indexes) == set(range(total))
     # Each split holds each class, near its share (groups of 2 make it approximate).
-    for name, fraction in SplitParams.from_mapping(PARAMS).fractions().items():
+    for name, fraction in parse_section(DataParams, PARAMS, "data").fractions().items():
         counts = frames[name][schema.TARGET_COL].value_counts()
         assert set(counts.index) == set(CODES)
         assert np.allclose(counts.to_numpy(), fraction * PER_CLASS, atol=2.5), (name, counts)
@@ -248,7 +247,7 @@ def test_unknown_data_keys_are_refused_with_the_valid_ones(
     raw: Path, tmp_path: Path, key: str
 ) -> None:
     with pytest.raises(
-        ParamsError, match=rf"unknown key\(s\) {key} \(valid keys: feedback, seed, source"
+        ParamsError, match=rf"under `data`: {key} \(valid keys: feedback, seed, source"
     ):
         prepare_dataset(raw, tmp_path / "processed", {**PARAMS, key: 0.3})
     assert not (tmp_path / "processed").exists()
@@ -306,9 +305,9 @@ def test_load_split_errors(processed: Path, tmp_path: Path) -> None:
     ("params", "message"),
     [
         ({"val_size": 0.5, "test_size": 0.4, "unseen_size": 0.1}, "must leave rows for train"),
-        ({"val_size": -0.1}, r"data.val_size': -0.1 is not in \[0, 1\)"),
-        ({"test_size": "a lot"}, "params 'data'"),
-        ({"seed": 1.5}, "seed must be an integer"),
+        ({"val_size": -0.1}, r"`data.val_size` must be >= 0.0, got -0.1"),
+        ({"test_size": "a lot"}, "`data.test_size` must be a number, got 'a lot'"),
+        ({"seed": 1.5}, "`data.seed` must be an integer, got 1.5"),
     ],
 )
 def test_invalid_params_are_refused(raw: Path, tmp_path: Path, params: dict, message: str) -> None:
@@ -422,4 +421,4 @@ def test_every_params_key_is_checked_before_any_work(
 def test_the_project_params_file_passes_the_checks() -> None:
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     assert set(params) <= {"seed", "data", "model", "gate", "evaluate"}
-    SplitParams.from_mapping(params["data"])
+    parse_section(DataParams, params["data"], "data")

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from rakuten_mlops import schema
 from rakuten_mlops.cli import app
-from rakuten_mlops.config import load_params
 from rakuten_mlops.data.validate import dedup_keys, load_labelled_products, load_text_origin
 from rakuten_mlops.features.images import is_decodable
 from rakuten_mlops.features.text import clean_text
+from rakuten_mlops.params import load_params
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO.parent / "shared/data/rakuten-sample"

@@ -14,16 +14,9 @@ import scipy.sparse as sp
 from PIL import Image
 from sklearn.svm import LinearSVC
 
-from rakuten_mlops.config import load_params
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.features import image_tensors
 from rakuten_mlops.features.image_tensors import ImageTensorCache, decode_image, load_images
-from rakuten_mlops.models.params import (
-    ModelParams,
-    SparseParams,
-    TextNNParams,
-    parse_model_params,
-)
 from rakuten_mlops.models.pipeline import ProductClassifier
 from rakuten_mlops.models.sparse import (
     SparseTextModel,
@@ -33,6 +26,14 @@ from rakuten_mlops.models.sparse import (
     text_statistics,
 )
 from rakuten_mlops.models.text_nn import TextTokenizer
+from rakuten_mlops.params import (
+    ModelParams,
+    ParamsError,
+    SparseParams,
+    TextNNParams,
+    load_params,
+    parse_model_params,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,13 +71,13 @@ def test_params_override_defaults_and_convert_lists() -> None:
     ("params", "message"),
     [
         ({"text_nn": {"epoch": 3}}, "unknown key.*model.text_nn.*epoch"),
-        ({"cnn": {}}, "unknown section.*cnn"),
+        ({"cnn": {}}, "unknown key.*`model`: cnn"),
         ({"image": [1, 2]}, "model.image` must be a mapping"),
         ({"sparse": {"nb_svm": "yes"}}, r"model\.sparse\.nb_svm` must be true or false"),
     ],
 )
 def test_bad_params_are_refused_with_the_key_named(params: dict[str, object], message: str) -> None:
-    with pytest.raises(ModelError, match=message):
+    with pytest.raises(ParamsError, match=message):
         ProductClassifier(params)
 
 

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rakuten_mlops.config import load_params
-from rakuten_mlops.models.params import ModelParams, parse_model_params
 from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.params import ModelParams, load_params, parse_model_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 Splits = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]

@@ -10,7 +10,7 @@ import torch
 
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.image import CompactCNN, ImageClassifier
-from rakuten_mlops.models.params import ImageParams
+from rakuten_mlops.params import ImageParams
 
 CHANNELS = (4, 8)
 

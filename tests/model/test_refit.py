@@ -11,6 +11,7 @@ import pytest
 
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.params import ParamsError
 
 Splits = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
 
@@ -112,5 +113,5 @@ def test_refit_needs_a_fitted_model_and_a_boolean(tiny_products: Splits) -> None
     train, val, _ = tiny_products
     with pytest.raises(ModelError, match="not fitted"):
         ProductClassifier().refit(train, val)
-    with pytest.raises(ModelError, match=r"`model\.fusion\.refit` must be true or false"):
+    with pytest.raises(ParamsError, match=r"`model\.fusion\.refit` must be true or false"):
         ProductClassifier({"fusion": {"refit": "yes"}})

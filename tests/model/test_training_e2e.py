@@ -23,7 +23,7 @@ from factories import tiny_model_params, write_raw_dataset
 from rakuten_mlops.cli import app
 from rakuten_mlops.config import get_settings
 from rakuten_mlops.data.prepare import load_split, prepare_dataset
-from rakuten_mlops.evaluation.evaluate import EvaluationSettings
+from rakuten_mlops.params import EvaluationSettings
 from rakuten_mlops.registry.registry import CHALLENGER, CHAMPION, get_alias_version
 from rakuten_mlops.tracking import configure_tracking
 from rakuten_mlops.training.train import evaluate_champion

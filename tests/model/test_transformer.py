@@ -25,7 +25,6 @@ from transformers import CamembertConfig, CamembertModel, PreTrainedTokenizerFas
 
 from factories import make_products, tiny_model_params
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.models.params import TextTransformerParams, parse_model_params
 from rakuten_mlops.models.pipeline import ProductClassifier
 from rakuten_mlops.models.pyfunc import load_pyfunc_model, pip_requirements, save_pyfunc_model
 from rakuten_mlops.models.transformer import (
@@ -33,6 +32,7 @@ from rakuten_mlops.models.transformer import (
     linear_warmup_decay,
     resolve_device,
 )
+from rakuten_mlops.params import ParamsError, TextTransformerParams, parse_model_params
 
 Splits = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
 EPOCHS = 8
@@ -362,7 +362,7 @@ def test_cuda_without_gpu_is_refused_for_training_and_falls_back_for_serving(
 def test_bad_transformer_params_are_refused(
     section: str, values: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ModelError, match=message):
+    with pytest.raises(ParamsError, match=message):
         parse_model_params({section: values})
 
 

@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from rakuten_mlops.cli._common import console, handle_errors
-from rakuten_mlops.config import Settings, get_settings, load_params
+from rakuten_mlops.config import Settings, get_settings
+from rakuten_mlops.params import load_params, parse_params
 
 feedback_app = typer.Typer(
     help="Reviewers' corrections: the append-only labelled feedback layer.", no_args_is_help=True
@@ -37,11 +38,9 @@ def register_continuous_commands(app: typer.Typer) -> None:
 def _feedback_dir(settings: Settings, params: Path | None, given: Path | None) -> Path:
     if given is not None:
         return given
-    from rakuten_mlops.data.feedback import FeedbackParams
-
     params_file = params or settings.params_file
-    data = load_params(params_file).get("data") or {} if params_file.is_file() else {}
-    return Path(FeedbackParams.from_mapping(data.get("feedback")).dir)
+    values = load_params(params_file) if params_file.is_file() else {}
+    return Path(parse_params(values).data.feedback.dir)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -79,7 +78,8 @@ def export(
     ] = False,
 ) -> None:
     """Write the products reviewers corrected since the last export as a new batch."""
-    from rakuten_mlops.data.feedback import export_feedback, sqlite_path
+    from rakuten_mlops.data.feedback_export import export_feedback
+    from rakuten_mlops.db.session import sqlite_path
 
     settings = get_settings()
     url = database_url or _database_url(settings)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from rakuten_mlops.cli._common import console, handle_errors
-from rakuten_mlops.config import get_settings, load_params
+from rakuten_mlops.config import get_settings
+from rakuten_mlops.params import load_params
 
 data_app = typer.Typer(
     help="Raw data: download / import -> validate -> prepare.", no_args_is_help=True

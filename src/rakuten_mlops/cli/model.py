@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from rakuten_mlops.cli._common import console, handle_errors
-from rakuten_mlops.config import get_settings, load_params
+from rakuten_mlops.config import get_settings
 from rakuten_mlops.errors import DataError
+from rakuten_mlops.params import EvaluationSettings, load_params, parse_section
 
 DEFAULT_TRAIN_METRICS = Path("metrics/train.json")
 DEFAULT_EVALUATE_METRICS = Path("metrics/evaluate.json")
@@ -104,7 +105,6 @@ def evaluate(
     """Evaluate any model (directory or MLflow URI) on a labelled split; write reports."""
     from rakuten_mlops.data.prepare import load_split
     from rakuten_mlops.evaluation.evaluate import (
-        EvaluationSettings,
         evaluate_model,
         write_evaluation_reports,
         write_metrics_file,
@@ -116,7 +116,7 @@ def evaluate(
     # Evaluating a model needs no experiment parameters: defaults when there is no file.
     params_file = params or settings.params_file
     parameters = load_params(params_file) if params or params_file.is_file() else {}
-    eval_settings = EvaluationSettings.from_params(parameters.get("evaluate"))
+    eval_settings = parse_section(EvaluationSettings, parameters.get("evaluate"), "evaluate")
     frame = load_split(data_dir or settings.processed_dir, split)
     if uses_tracking_store(model):  # read-only: never creates a store
         set_tracking_uri(settings, create=False)

@@ -1,8 +1,7 @@
-"""Reviewers' corrections as labelled data: the append-only feedback layer.
+"""Reviewers' corrections as labelled data: the append-only feedback layer and its merge.
 
-`export_feedback` reads the prediction service's database (tables `predictions` and
-`feedback`, see `db/models.py`) and writes the products reviewers corrected into a new
-batch folder in the official raw layout::
+The layer (`data/feedback/`) holds batches written by `feedback export`
+(`data/feedback_export.py`), each in the official raw layout::
 
     data/feedback/
       batch-20261201T104512123456Z/
@@ -11,24 +10,10 @@ batch folder in the official raw layout::
         images/image_train/image_<imageid>_product_<productid>.jpg   (stored copies)
         manifest.json        feedback ids covered, filters, class counts, file hashes
 
-A batch is never rewritten: the next export only takes feedback rows with a larger id than
-the last batch's `last_feedback_id` (nothing new, no batch). Within and across batches the
-latest correction of a product wins (`load_feedback_layer`).
-
-Who counts as a reviewer: when the database has a `users` table (security migration) with
-`username` and `role`, only feedback whose `username` belongs to a user with role
-`reviewer` or `admin` is exported. Feedback from a username the table does not know (a
-deleted user, or rows written outside the service) or from another role is not trusted:
-it is counted under "not from a reviewer or admin" and never exported. The role is the
-user's role at export time. A reviewer disabled since is still trusted: the correction
-was valid when it was made (disabling stops new requests, it does not retract past
-work); a correction to take back is undone in the service (`undone_at`). Without that
-table (or without a `username` column on `feedback`) every feedback row is exported: a
-database from before users and roles existed knew one caller only, the built-in admin.
-The manifest says which rule applied.
-
-`merge_feedback` is the pure function `data prepare` uses to add the layer to the training
-split while the validation and test splits stay exactly as without feedback.
+`load_feedback_layer` reads it: within and across batches the latest correction of a
+product wins. `merge_feedback` is the pure function `data prepare` uses to add the layer
+to the training split while the validation and test splits stay exactly as without
+feedback.
 """
 
 from __future__ import annotations
@@ -37,465 +22,31 @@ import hashlib
 import json
 import logging
 import math
-import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rakuten_mlops.config import ParamsError
-from rakuten_mlops.db.session import redact_database_url
-from rakuten_mlops.errors import DataError, RakutenError
+from rakuten_mlops.errors import DataError
+from rakuten_mlops.params import FeedbackParams
 from rakuten_mlops.schema import (
-    IMAGE_TRAIN_DIR,
     INDEX_COL,
     PROCESSED_COLUMNS,
-    PRODUCT_CODES,
     TARGET_COL,
     X_TRAIN_FILE,
-    Y_TRAIN_FILE,
-    image_filename,
 )
 
 logger = logging.getLogger(__name__)
 
 BATCH_PREFIX = "batch-"
 BATCH_MANIFEST = "manifest.json"
-# Feedback rows get indexes (and, when the prediction had none, product / image ids) far
-# above the official ones (< 100,000), derived from the feedback id: stable across exports.
-FEEDBACK_INDEX_BASE = 1_000_000_000
 FEEDBACK_TEXT_ORIGIN = "feedback"
-REVIEWER_ROLES = ("reviewer", "admin")
-UNTRUSTED = "not from a reviewer or admin (unknown user or other role)"
 FEEDBACK_REPORT_FILE = "feedback_report.json"
 FEEDBACK_HOLDOUT_FILE = "feedback_holdout.parquet"
-
-
-@dataclass(frozen=True)
-class FeedbackParams:
-    """`data.feedback` in params.yaml: how reviewers' corrections join the training data.
-
-    Attributes:
-        enabled: merge the feedback layer into the training split in `data prepare` (off
-            when the section is absent, so a `data:` mapping without it prepares as before).
-        dir: the feedback layer (batches written by `feedback export`).
-        min_labels: merge nothing unless the layer holds at least this many products.
-        min_new_labels: `retrain` trains only when at least this many products arrived
-            since the processed data was last prepared (`--force` overrides).
-        max_share: feedback rows are at most this share of the merged training split
-            (the newest are kept).
-        holdout_share: share of the feedback products (seeded hash of the product) kept
-            out of training to compare champion and challenger on recent production data.
-    """
-
-    enabled: bool = False
-    dir: str = "data/feedback"
-    min_labels: int = 20
-    min_new_labels: int = 20
-    max_share: float = 0.3
-    holdout_share: float = 0.2
-
-    @classmethod
-    def from_mapping(cls, params: Mapping[str, Any] | None) -> FeedbackParams:
-        """Build from `data.feedback` (missing keys: defaults).
-
-        Raises:
-            ParamsError: an unknown key or a value of the wrong type or range.
-        """
-        if params is None:
-            return cls()
-        if not isinstance(params, Mapping):
-            raise ParamsError(f"params 'data.feedback': expected a mapping, got {params!r}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise ParamsError(
-                f"params 'data.feedback': unknown key(s) {unknown}; expected some of "
-                f"{sorted(known)}"
-            )
-        values: dict[str, Any] = {}
-        for name, value in params.items():
-            default = getattr(cls, name)
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ParamsError(f"params 'data.feedback.{name}': expected true or false")
-                values[name] = value
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ParamsError(
-                        f"params 'data.feedback.{name}': expected an integer >= 0, got {value!r}"
-                    )
-                values[name] = value
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ParamsError(
-                        f"params 'data.feedback.{name}': expected a number, got {value!r}"
-                    )
-                values[name] = float(value)
-            else:
-                values[name] = str(value)
-        built = cls(**values)
-        if not 0.0 < built.max_share < 1.0:
-            raise ParamsError(f"params 'data.feedback.max_share': {built.max_share} not in (0, 1)")
-        if not 0.0 <= built.holdout_share < 1.0:
-            raise ParamsError(
-                f"params 'data.feedback.holdout_share': {built.holdout_share} not in [0, 1)"
-            )
-        return built
-
-
-# --------------------------------------------------------------------------------------
-# Export: service database -> new batch
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ExportResult:
-    """What `export_feedback` did."""
-
-    feedback_dir: Path
-    batch: Path | None
-    rows: int
-    last_feedback_id: int
-    read: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    role_filter: str = ""
-    class_counts: dict[int, int] = field(default_factory=dict)
-    images: int = 0
-    note: str = ""
-
-    def summary(self) -> str:
-        """Human-readable summary for the CLI."""
-        if self.batch is None:
-            return f"no new batch in {self.feedback_dir}: {self.note}"
-        lines = [
-            f"wrote {self.rows:,} reviewed product(s) ({self.images:,} with an image) to "
-            f"{self.batch} (feedback ids up to {self.last_feedback_id})",
-            f"reviewers: {self.role_filter}",
-        ]
-        lines += [f"  dropped {n:,}: {why}" for why, n in sorted(self.dropped.items()) if n]
-        counts = ", ".join(f"{code}: {n}" for code, n in sorted(self.class_counts.items()))
-        lines.append(f"classes: {counts}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        data = asdict(self)
-        data["feedback_dir"] = str(self.feedback_dir)
-        data["batch"] = str(self.batch) if self.batch else None
-        data["class_counts"] = {str(k): v for k, v in self.class_counts.items()}
-        return data
-
-
-def export_feedback(
-    database_url: str,
-    feedback_dir: Path,
-    *,
-    roles: Sequence[str] = REVIEWER_ROLES,
-    image_root: Path | None = None,
-    now: datetime | None = None,
-) -> ExportResult:
-    """Write the feedback newer than the last batch into a new batch folder.
-
-    Args:
-        database_url: the service database (SQLAlchemy URL).
-        feedback_dir: the feedback layer (created if needed).
-        roles: roles whose corrections are trusted (when the database knows the roles).
-        image_root: where relative `predictions.image_path` values are resolved (default:
-            the current directory, as the service stores them).
-        now: the batch time (tests).
-
-    Raises:
-        DataError: the database cannot be read or lacks the service tables.
-    """
-    feedback_dir = Path(feedback_dir)
-    previous = list_batches(feedback_dir)
-    source = feedback_source(database_url)
-    # Feedback ids are the database's: a recreated database numbers from 1 again, so only
-    # the batches of this database (or of before sources were recorded) set the watermark.
-    watermark = max(
-        (
-            manifest.get("last_feedback_id", 0)
-            for manifest in map(_read_manifest, previous)
-            if manifest.get("source") in (None, source)
-        ),
-        default=0,
-    )
-    feedback_dir.mkdir(parents=True, exist_ok=True)
-    rows, role_filter = read_reviewed_feedback(database_url, after_id=watermark, roles=roles)
-    read = len(rows)
-    if rows.empty:
-        return ExportResult(
-            feedback_dir=feedback_dir,
-            batch=None,
-            rows=0,
-            last_feedback_id=watermark,
-            role_filter=role_filter,
-            note=f"no new reviewed feedback after feedback id {watermark}",
-        )
-    products, dropped = select_latest_corrections(rows)
-    last_id = int(rows["feedback_id"].max())
-    if products.empty:
-        # Still a batch: it records that these feedback ids were seen (watermark moves on).
-        logger.info("all %d new feedback rows were dropped", read)
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
-    batch = feedback_dir / f"{BATCH_PREFIX}{stamp}"
-    if batch.exists():
-        raise DataError(f"feedback batch {batch} already exists; batches are never rewritten")
-    staging = feedback_dir / f".{batch.name}.part"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        images = _write_batch(staging, products, image_root or Path())
-        counts = count_classes(products[TARGET_COL])
-        manifest = {
-            "created_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
-            "database": redact_database_url(database_url),
-            "source": source,
-            "first_feedback_id": int(rows["feedback_id"].min()),
-            "last_feedback_id": last_id,
-            "feedback_rows_read": read,
-            "products": len(products),
-            "images": images,
-            "dropped": dropped,
-            "role_filter": role_filter,
-            "class_counts": {str(k): v for k, v in counts.items()},
-            "files": {name: _sha256(staging / name) for name in (X_TRAIN_FILE, Y_TRAIN_FILE)},
-        }
-        (staging / BATCH_MANIFEST).write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        staging.rename(batch)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"cannot write the feedback batch {batch}: {exc}") from exc
-    return ExportResult(
-        feedback_dir=feedback_dir,
-        batch=batch,
-        rows=len(products),
-        last_feedback_id=last_id,
-        read=read,
-        dropped=dropped,
-        role_filter=role_filter,
-        class_counts=counts,
-        images=images,
-    )
-
-
-def feedback_source(database_url: str) -> str | None:
-    """Which database the feedback comes from: the prediction id and time of its first
-    feedback row (None without feedback). A recreated database numbers its feedback from 1
-    again; this tells its batches from the old database's.
-
-    Raises:
-        DataError: the database cannot be opened or read.
-    """
-    import sqlalchemy as sa
-
-    with _service_connection(database_url) as conn:
-        if "feedback" not in sa.inspect(conn).get_table_names():
-            return None
-        feedback = sa.Table("feedback", sa.MetaData(), autoload_with=conn)
-        first = conn.execute(
-            sa.select(feedback.c.prediction_id, feedback.c.created_at)
-            .order_by(feedback.c.id)
-            .limit(1)
-        ).first()
-    return None if first is None else f"{first.prediction_id}@{first.created_at}"
-
-
-@contextmanager
-def _service_connection(database_url: str) -> Iterator[Any]:
-    """A connection to the service database (which must exist when it is a SQLite file).
-
-    Raises:
-        DataError: the file is missing, the URL is invalid, or the database cannot be read.
-    """
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from rakuten_mlops.db.session import make_engine
-
-    path = sqlite_path(database_url)
-    if path is not None and not path.is_file():
-        raise DataError(
-            f"service database not found: {path} (RAKUTEN_DATABASE_URL); "
-            "start the service or run `rakuten-mlops db upgrade` first"
-        )
-    try:
-        engine = make_engine(database_url)
-    except (RakutenError, SQLAlchemyError, ValueError) as exc:
-        raise DataError(
-            f"invalid RAKUTEN_DATABASE_URL {redact_database_url(database_url)}: {exc}"
-        ) from exc
-    try:
-        with engine.connect() as conn:
-            yield conn
-    except SQLAlchemyError as exc:
-        raise DataError(
-            f"cannot read the service database {redact_database_url(database_url)}: {exc}"
-        ) from exc
-    finally:
-        engine.dispose()
-
-
-def read_reviewed_feedback(
-    database_url: str, *, after_id: int = 0, roles: Sequence[str] = REVIEWER_ROLES
-) -> tuple[pd.DataFrame, str]:
-    """Feedback rows (id > `after_id`) joined with their prediction's stored input.
-
-    Tables are reflected, not imported from the service code, so the export works on any
-    migration level: a `username` column and a `users` table are used when they exist, and
-    an `undone_at` column (corrections a reviewer took back) is honoured when present.
-
-    Returns:
-        The rows (columns `feedback_id`, `feedback_at`, `prediction_id`, `prdtypecode`,
-        `designation`, `description`, `productid`, `imageid`, `image_path`, `trusted`)
-        ordered by feedback id, and a sentence saying which reviewer rule applied.
-        `trusted` is False for a row whose author is not a user with one of `roles`.
-
-    Raises:
-        DataError: the database cannot be opened or lacks `predictions` / `feedback`.
-    """
-    import sqlalchemy as sa
-
-    with _service_connection(database_url) as conn:
-        metadata = sa.MetaData()
-        names = set(sa.inspect(conn).get_table_names())
-        missing = {"predictions", "feedback"} - names
-        if missing:
-            raise DataError(
-                f"{redact_database_url(database_url)}: no {', '.join(sorted(missing))} table; "
-                "run `rakuten-mlops db upgrade` (the service creates them)"
-            )
-        predictions = sa.Table("predictions", metadata, autoload_with=conn)
-        feedback = sa.Table("feedback", metadata, autoload_with=conn)
-        p, f = predictions.c, feedback.c
-        columns = [
-            f.id.label("feedback_id"),
-            f.created_at.label("feedback_at"),
-            f.prediction_id.label("prediction_id"),
-            f.prdtypecode.label("prdtypecode"),
-            p.designation.label("designation"),
-            p.description.label("description"),
-            p.productid.label("productid"),
-            p.imageid.label("imageid"),
-            (p.image_path if "image_path" in p else sa.null()).label("image_path"),
-        ]
-        query = (
-            sa.select(*columns)
-            .select_from(feedback.join(predictions, f.prediction_id == p.id))
-            .where(f.id > after_id)
-            .order_by(f.id)
-        )
-        if "undone_at" in f:
-            query = query.where(f.undone_at.is_(None))
-        rule = (
-            "no `users` table in the service database: every feedback row is accepted "
-            "(before the security migration every caller is the built-in admin)"
-        )
-        trusted: Any = sa.true()
-        if "users" in names and "username" in f:
-            users = sa.Table("users", metadata, autoload_with=conn)
-            if "username" in users.c and "role" in users.c:
-                # Outer join: feedback of unknown users is read, then counted as dropped.
-                query = query.outerjoin(users, users.c.username == f.username)
-                trusted = sa.func.coalesce(users.c.role.in_(list(roles)), sa.false())
-                rule = (
-                    f"only users with role {' or '.join(roles)} (from the `users` table; "
-                    "unknown usernames are not trusted, disabled reviewers still are)"
-                )
-        elif "users" in names:
-            rule = "`feedback` has no `username` column: every feedback row is accepted"
-        query = query.add_columns(trusted.label("trusted"))
-        frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=_EXPORT_COLUMNS)
-    return frame, rule
-
-
-_EXPORT_COLUMNS = [
-    "feedback_id",
-    "feedback_at",
-    "prediction_id",
-    "prdtypecode",
-    "designation",
-    "description",
-    "productid",
-    "imageid",
-    "image_path",
-    "trusted",
-]
-
-
-def select_latest_corrections(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """One row per product, its latest correction; rows that cannot be training data dropped.
-
-    A product is its `productid` when the prediction had one, else its normalised text.
-    Rows not `trusted` (when the column is there), with a code outside the 27 classes or
-    without any text are dropped.
-
-    Returns:
-        The products (ordered by feedback id) and the dropped counts by reason.
-    """
-    from rakuten_mlops.features.text import normalize_for_dedup
-
-    frame = rows.copy()
-    frame["designation"] = frame["designation"].fillna("").astype(str)
-    frame["description"] = frame["description"].fillna("").astype(str)
-    dropped: dict[str, int] = {}
-    if "trusted" in frame:
-        trusted = frame["trusted"].fillna(False).astype(bool)
-        dropped[UNTRUSTED] = int((~trusted).sum())
-        frame = frame[trusted].copy()
-    code = pd.to_numeric(frame[TARGET_COL], errors="coerce")
-    bad_code = ~code.isin(PRODUCT_CODES)
-    dropped["code outside the 27 classes"] = int(bad_code.sum())
-    no_text = frame["designation"].str.strip().eq("") & frame["description"].str.strip().eq("")
-    dropped["no title and no description"] = int((no_text & ~bad_code).sum())
-    frame = frame[~bad_code & ~no_text].copy()
-    frame[TARGET_COL] = pd.to_numeric(frame[TARGET_COL]).astype("int64")
-    frame["product_key"] = [
-        f"id:{_as_id(pid)}" if _as_id(pid) is not None else f"text:{normalize_for_dedup(d, s)}"
-        for pid, d, s in zip(
-            frame["productid"], frame["designation"], frame["description"], strict=True
-        )
-    ]
-    before = len(frame)
-    frame = frame.sort_values("feedback_id").drop_duplicates("product_key", keep="last")
-    dropped["older correction of the same product"] = before - len(frame)
-    return frame.reset_index(drop=True), dropped
-
-
-def _write_batch(target: Path, products: pd.DataFrame, image_root: Path) -> int:
-    """Write X, Y and the image copies of one batch into `target`; returns images copied."""
-    images_dir = target / IMAGE_TRAIN_DIR
-    images_dir.mkdir(parents=True)
-    index = FEEDBACK_INDEX_BASE + products["feedback_id"].astype("int64")
-    productid = [_as_id(p) or int(i) for p, i in zip(products["productid"], index, strict=True)]
-    imageid = [_as_id(m) or int(i) for m, i in zip(products["imageid"], index, strict=True)]
-    x = pd.DataFrame(
-        {
-            "designation": products["designation"].to_numpy(),
-            "description": products["description"].to_numpy(),
-            "productid": productid,
-            "imageid": imageid,
-        },
-        index=pd.Index(index.to_numpy(), name=None),
-    )
-    x.to_csv(target / X_TRAIN_FILE)
-    y = pd.DataFrame({TARGET_COL: products[TARGET_COL].to_numpy()}, index=x.index)
-    y.to_csv(target / Y_TRAIN_FILE)
-    copied = 0
-    for stored, pid, iid in zip(products["image_path"], productid, imageid, strict=True):
-        if not isinstance(stored, str) or not stored:
-            continue
-        source = Path(stored) if Path(stored).is_absolute() else image_root / stored
-        if source.is_file():
-            shutil.copyfile(source, images_dir / image_filename(iid, pid))
-            copied += 1
-    return copied
 
 
 # --------------------------------------------------------------------------------------
@@ -537,7 +88,7 @@ def load_feedback_layer(feedback_dir: Path, batches: Iterable[str] | None = None
             continue
         if not (batch / X_TRAIN_FILE).is_file():
             raise DataError(f"feedback batch {batch} has no {X_TRAIN_FILE}")
-        if _read_manifest(batch).get("products", 1) == 0:
+        if read_manifest(batch).get("products", 1) == 0:
             continue
         products = load_labelled_products(batch)
         frame = build_processed_frame(products, None, find_usable_images(batch, products))
@@ -564,7 +115,7 @@ def count_layer_products(feedback_dir: Path, exclude_batches: Iterable[str] = ()
     """Products in the layer's batches not in `exclude_batches` (from the manifests)."""
     skip = set(exclude_batches)
     return sum(
-        int(_read_manifest(b).get("products", 0))
+        int(read_manifest(b).get("products", 0))
         for b in list_batches(feedback_dir)
         if b.name not in skip
     )
@@ -733,17 +284,7 @@ def processed_image_path(absolute: str, raw_dir: Path) -> str:
     """A feedback image path as stored in the processed layer: relative to the raw dir."""
     if not absolute:
         return ""
-    import os
-
     return PurePosixPath(Path(os.path.relpath(absolute, Path(raw_dir).resolve()))).as_posix()
-
-
-def sqlite_path(database_url: str) -> Path | None:
-    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
-    if not database_url.startswith("sqlite:///"):
-        return None
-    path = database_url.removeprefix("sqlite:///").split("?", 1)[0]
-    return Path(path) if path not in ("", ":memory:") else None
 
 
 def _text_keys(frame: pd.DataFrame) -> pd.Series:
@@ -763,20 +304,7 @@ def _unit_hash(seed: int, key: str) -> float:
     return int.from_bytes(digest, "big") / float(1 << 56)
 
 
-def _as_id(value: object) -> int | None:
-    """A product / image id as a positive int (the service stores them as text), else None."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, float):
-        return int(value) if not math.isnan(value) and value.is_integer() and value > 0 else None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        return None
-    return number if number > 0 else None
-
-
-def _read_manifest(batch: Path) -> dict[str, Any]:
+def read_manifest(batch: Path) -> dict[str, Any]:
     try:
         data = json.loads((batch / BATCH_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -784,9 +312,3 @@ def _read_manifest(batch: Path) -> dict[str, Any]:
             f"unreadable feedback batch manifest {batch / BATCH_MANIFEST}: {exc}"
         ) from exc
     return data if isinstance(data, dict) else {}
-
-
-def _sha256(path: Path) -> str:
-    from rakuten_mlops.data.manifest import sha256_file
-
-    return sha256_file(path)

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rakuten_mlops.config import DATA_PARAMS_KEYS, ParamsError
 from rakuten_mlops.data.feedback import (
     FEEDBACK_HOLDOUT_FILE,
     FEEDBACK_REPORT_FILE,
@@ -40,6 +39,7 @@ from rakuten_mlops.data.manifest import sha256_file
 from rakuten_mlops.data.processed import build_processed_frame, find_usable_images
 from rakuten_mlops.data.validate import dedup_keys, load_labelled_products, load_text_origin
 from rakuten_mlops.errors import DataError
+from rakuten_mlops.params import DataParams, FeedbackParams, parse_section
 from rakuten_mlops.schema import (
     CATEGORY_NAMES,
     IMAGE_TRAIN_DIR,
@@ -56,63 +56,6 @@ SPLITS_DIR = "splits"
 # first, so the test split depends on `test_size` and the seed only: changing `unseen_size`
 # or `val_size` never moves a product in or out of the split the promotion gate compares on.
 _CUT_ORDER = ("test", "unseen", "val")
-
-
-@dataclass(frozen=True)
-class SplitParams:
-    """Split fractions (of all labelled products) and seed; train gets the rest."""
-
-    val_size: float = 0.15
-    test_size: float = 0.15
-    unseen_size: float = 0.0
-    seed: int = 42
-
-    @classmethod
-    def from_mapping(cls, params: dict[str, Any]) -> SplitParams:
-        """Build from the `data:` section of params.yaml, checking the values.
-
-        Raises:
-            ParamsError: a fraction is outside [0, 1), they sum to 1 or more, or the
-                seed is not an integer.
-        """
-        if not isinstance(params, dict):
-            raise ParamsError(f"params 'data': expected a mapping, got {params!r}")
-        known = {"val_size", "test_size", "unseen_size", "seed"}
-        unknown = sorted(set(map(str, params)) - set(DATA_PARAMS_KEYS))
-        if unknown:  # a typo must not silently fall back to a default split
-            raise ParamsError(
-                f"params 'data': unknown key(s) {', '.join(unknown)} "
-                f"(valid keys: {', '.join(sorted(DATA_PARAMS_KEYS))})"
-            )
-        values = {key: value for key, value in params.items() if key in known}
-        try:
-            built = cls(
-                val_size=float(values.get("val_size", cls.val_size)),
-                test_size=float(values.get("test_size", cls.test_size)),
-                unseen_size=float(values.get("unseen_size", cls.unseen_size)),
-                seed=_as_int(values.get("seed", cls.seed)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ParamsError(f"params 'data': {exc}") from exc
-        for name in ("val_size", "test_size", "unseen_size"):
-            value = getattr(built, name)
-            if not 0.0 <= value < 1.0:
-                raise ParamsError(f"params 'data.{name}': {value} is not in [0, 1)")
-        if built.val_size + built.test_size + built.unseen_size >= 1.0:
-            raise ParamsError(
-                "params 'data': val_size + test_size + unseen_size must leave rows for train"
-            )
-        return built
-
-    def fractions(self) -> dict[str, float]:
-        """Fraction of each split, train included."""
-        held = self.val_size + self.test_size + self.unseen_size
-        return {
-            "train": 1.0 - held,
-            "val": self.val_size,
-            "test": self.test_size,
-            "unseen": self.unseen_size,
-        }
 
 
 @dataclass
@@ -171,7 +114,7 @@ def prepare_dataset(
         ParamsError: the split parameters are invalid.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    split_params = SplitParams.from_mapping(params)
+    split_params = parse_section(DataParams, params, "data")
     if not raw_dir.is_dir():
         raise DataError(f"raw directory not found: {raw_dir}")
     products = load_labelled_products(raw_dir)
@@ -184,7 +127,7 @@ def prepare_dataset(
     )
     frames = {name: processed[splits.to_numpy() == name].reset_index(drop=True) for name in SPLITS}
     frames, holdout, feedback = _merge_feedback_layer(
-        frames, params, split_params.seed, raw_dir, feedback_dir
+        frames, split_params.feedback, split_params.seed, raw_dir, feedback_dir
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,20 +166,18 @@ def prepare_dataset(
 
 def _merge_feedback_layer(
     frames: dict[str, pd.DataFrame],
-    params: dict[str, Any],
+    feedback_params: FeedbackParams,
     seed: int,
     raw_dir: Path,
     feedback_dir: Path | None,
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, FeedbackMerge]:
     """Merge `data/feedback` into train; image paths relative to the raw dir like the rest."""
     from rakuten_mlops.data.feedback import (
-        FeedbackParams,
         load_feedback_layer,
         merge_feedback,
         processed_image_path,
     )
 
-    feedback_params = FeedbackParams.from_mapping(params.get("feedback"))
     directory = Path(feedback_dir) if feedback_dir is not None else Path(feedback_params.dir)
     layer = load_feedback_layer(directory) if feedback_params.enabled else None
     if layer is None:
@@ -275,7 +216,7 @@ def assign_splits(
     Args:
         keys: group key per row (`dedup_keys`); "" means the row is its own group.
         labels: class per row (same index).
-        fractions: split name -> fraction of the rows (`SplitParams.fractions`).
+        fractions: split name -> fraction of the rows (`DataParams.fractions`).
         seed: changes the order of the groups, hence the split.
 
     Returns:
@@ -359,7 +300,7 @@ def _find_raw_dir(processed_dir: Path, metadata: dict[str, Any], meta_path: Path
 
 
 def _metadata(
-    raw_dir: Path, out_dir: Path, params: SplitParams, result: PrepareResult
+    raw_dir: Path, out_dir: Path, params: DataParams, result: PrepareResult
 ) -> dict[str, Any]:
     raw_resolved = raw_dir.resolve()
     manifest = raw_dir / MANIFEST_FILE
@@ -395,12 +336,6 @@ def _seeded_hash(seed: int, key: str) -> int:
     # 56 bits: fits an int64 column, collisions are broken by the key itself.
     digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=7).digest()
     return int.from_bytes(digest, "big")
-
-
-def _as_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise TypeError(f"seed must be an integer, got {value!r}")
-    return int(value)
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

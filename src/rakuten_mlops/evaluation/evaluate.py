@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from rakuten_mlops.config import ParamsError
 from rakuten_mlops.errors import DataError, ModelError
 from rakuten_mlops.evaluation.metrics import (
     CalibrationCurve,
@@ -38,6 +37,7 @@ from rakuten_mlops.evaluation.reports import (
     plot_coverage_curve,
     render_model_card,
 )
+from rakuten_mlops.params import EvaluationSettings
 from rakuten_mlops.schema import MODEL_INPUT_COLUMNS, TARGET_COL
 
 if TYPE_CHECKING:
@@ -63,44 +63,6 @@ class BranchScorer(Protocol):
     def predict_branches(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """Per-branch probabilities, NaN rows where a branch does not apply."""
         ...
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """The `evaluate:` section of params.yaml."""
-
-    calibration_bins: int = 15
-    short_title_words: int = 5
-    # Rows timed one by one (p50 / p99) and the batch timed for throughput.
-    latency_items: int = 100
-    latency_batch_size: int = 512
-    # Accuracy targets for which the reachable auto-accept coverage is reported.
-    coverage_targets: tuple[float, ...] = (0.9, 0.95)
-    seed: int = 42
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> EvaluationSettings:
-        """Build from the `evaluate:` section (missing keys: defaults).
-
-        Raises:
-            ParamsError: an unknown key or a value of the wrong type.
-        """
-        params = dict(params or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ParamsError(
-                f"params 'evaluate': unknown key(s) {unknown}; expected some of {sorted(known)}"
-            )
-        try:
-            values: dict[str, Any] = {
-                "coverage_targets": tuple(float(x) for x in params.pop("coverage_targets", ()))
-                or cls.coverage_targets
-            }
-            values.update({key: int(value) for key, value in params.items()})
-        except (TypeError, ValueError) as exc:
-            raise ParamsError(f"params 'evaluate': {exc}") from exc
-        return cls(**values)
 
 
 @dataclass

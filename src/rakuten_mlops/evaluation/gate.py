@@ -9,58 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rakuten_mlops.config import ParamsError
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """Thresholds of the promotion gate.
-
-    Attributes:
-        primary_metric: metric compared with the champion (higher is better).
-        min_weighted_f1: the challenger's weighted F1 must reach this.
-        min_macro_f1: the challenger's macro F1 must reach this (rare classes matter too).
-        max_ece: the challenger's expected calibration error must not exceed this (confidence
-            drives auto-acceptance, so a badly calibrated model is refused).
-        min_improvement: the challenger must beat the champion's primary metric by at least
-            this much (absolute); 0 means "at least as good".
-    """
-
-    primary_metric: str = "weighted_f1"
-    min_weighted_f1: float = 0.70
-    min_macro_f1: float = 0.0
-    max_ece: float = 0.15
-    min_improvement: float = 0.002
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> GatePolicy:
-        """Build the policy from the `gate:` section of params.yaml (missing keys: defaults).
-
-        Raises:
-            ParamsError: an unknown key, or a value of the wrong type.
-        """
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ParamsError(
-                f"params 'gate': unknown key(s) {unknown}; expected some of {sorted(known)}"
-            )
-        values: dict[str, Any] = {}
-        for name, value in params.items():
-            if name == "primary_metric":
-                values[name] = str(value)
-            else:
-                try:
-                    values[name] = float(value)
-                except (TypeError, ValueError) as exc:
-                    raise ParamsError(
-                        f"params 'gate.{name}': expected a number, got {value!r}"
-                    ) from exc
-        return cls(**values)
+from rakuten_mlops.params import GatePolicy
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import signal
 import sys
 import threading
@@ -34,7 +33,7 @@ from rakuten_mlops.inference.model_io import (
     check_model_output,
     resolve_notes,
 )
-from rakuten_mlops.schema import OUTPUT_COLUMNS, image_filename
+from rakuten_mlops.schema import OUTPUT_COLUMNS, as_id, image_filename
 
 if TYPE_CHECKING:
     from rakuten_mlops.models.pyfunc import PredictFn
@@ -300,22 +299,10 @@ def _image_paths(chunk: pd.DataFrame, images_dir: Path | None) -> list[str]:
         return [""] * len(chunk)
     paths: list[str] = []
     for imageid, productid in zip(chunk["imageid"], chunk["productid"], strict=True):
-        image_id, product_id = _as_id(imageid), _as_id(productid)
+        image_id, product_id = as_id(imageid), as_id(productid)
         if image_id is None or product_id is None:
             paths.append("")
             continue
         candidate = images_dir / image_filename(image_id, product_id)
         paths.append(str(candidate) if candidate.is_file() else "")
     return paths
-
-
-def _as_id(value: object) -> int | None:
-    """An id cell as an int (None when empty or not an integer)."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, float):
-        return int(value) if not math.isnan(value) and value.is_integer() else None
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        return None

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.history import record_validation
-from rakuten_mlops.models.params import ImageParams
+from rakuten_mlops.params import ImageParams
 
 # Per-channel statistics of product photos (mostly white backgrounds), roughly centred.
 _MEAN = torch.tensor([0.70, 0.68, 0.66]).view(1, 3, 1, 1)

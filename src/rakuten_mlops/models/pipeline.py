@@ -33,7 +33,7 @@ from rakuten_mlops.features.image_tensors import decode_image, load_images
 from rakuten_mlops.features.text import clean_text, normalize_for_dedup
 from rakuten_mlops.models.fusion import LogLinearFusion, fit_temperature, log_softmax, softmax
 from rakuten_mlops.models.image import ImageClassifier
-from rakuten_mlops.models.params import ModelParams, parse_model_params
+from rakuten_mlops.params import ModelParams, parse_model_params
 from rakuten_mlops.models.sparse import SparseTextModel
 from rakuten_mlops.models.text_nn import NeuralTextClassifier
 from rakuten_mlops.models.transformer import TransformerTextClassifier, check_transformer_setup

@@ -24,7 +24,7 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.models.params import SparseParams
+from rakuten_mlops.params import SparseParams
 
 # Words are runs of letters/digits, single characters included ("2", "x", "l").
 _TOKEN_PATTERN = r"(?u)\b\w+\b"

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.history import record_validation
-from rakuten_mlops.models.params import TextNNParams
+from rakuten_mlops.params import TextNNParams
 
 _WORD_RE = re.compile(r"\w+")
 _BLOCKS = ("t:", "c:", "d:")

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.history import record_validation
-from rakuten_mlops.models.params import TextTransformerParams
+from rakuten_mlops.params import TextTransformerParams
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

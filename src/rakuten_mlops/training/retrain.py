@@ -3,7 +3,7 @@
 `retrain` chains the steps below; each one is safe to re-run:
 
 1. `export`: new feedback rows of the service database become a new batch of the feedback
-   layer (`data/feedback.py`; nothing new, no batch);
+   layer (`data/feedback_export.py`; nothing new, no batch);
 2. guard: unless forced, stop ("skipped") when fewer than `data.feedback.min_new_labels`
    products arrived since the processed data was last prepared;
 3. `prepare`: the processed splits again, feedback merged into train, test unchanged;
@@ -29,8 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rakuten_mlops.config import Settings, load_params
+from rakuten_mlops.config import Settings
 from rakuten_mlops.errors import RakutenError
+from rakuten_mlops.params import load_params, parse_params
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,6 @@ def run_retrain(
     Raises:
         RakutenError: a step failed (the decision is written first, status "failed").
     """
-    from rakuten_mlops.data.feedback import FeedbackParams
-
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise RakutenError(f"unknown retrain step(s) {unknown}; expected some of {list(STEPS)}")
@@ -144,7 +143,7 @@ def run_retrain(
     )
     params = load_params(params_file)
     data_params = dict(params.get("data") or {})
-    feedback_params = FeedbackParams.from_mapping(data_params.get("feedback"))
+    feedback_params = parse_params(params).data.feedback
     feedback_dir = Path(feedback_dir) if feedback_dir else Path(feedback_params.dir)
     try:
         if "train" not in steps and "reload" in steps and decision_out is not None:
@@ -183,7 +182,7 @@ def run_retrain(
 def _export(
     database_url: str | None, feedback_dir: Path, decision: RetrainDecision
 ) -> dict[str, Any]:
-    from rakuten_mlops.data.feedback import export_feedback
+    from rakuten_mlops.data.feedback_export import export_feedback
 
     if not database_url:
         decision.reasons.append("export: no service database configured")

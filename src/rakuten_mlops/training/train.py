@@ -40,7 +40,6 @@ from rakuten_mlops.config import Settings
 from rakuten_mlops.errors import ModelError, RakutenError
 from rakuten_mlops.evaluation.evaluate import (
     EvaluationResult,
-    EvaluationSettings,
     build_model_input,
     evaluate_model,
     evaluate_predictions,
@@ -48,8 +47,9 @@ from rakuten_mlops.evaluation.evaluate import (
     write_evaluation_reports,
     write_metrics_file,
 )
-from rakuten_mlops.evaluation.gate import GateDecision, GatePolicy, decide_promotion
+from rakuten_mlops.evaluation.gate import GateDecision, decide_promotion
 from rakuten_mlops.evaluation.reports import plot_training_curves
+from rakuten_mlops.params import EvaluationSettings, parse_params
 from rakuten_mlops.registry.integrity import record_artifacts_digest
 from rakuten_mlops.registry.registry import (
     CHAMPION,
@@ -170,7 +170,7 @@ def train_model(
 
     Raises:
         DataError: a split is missing or malformed.
-        ParamsError: the `gate` or `evaluate` section is malformed.
+        ParamsError: a section of `params` is malformed.
         ModelError: training, logging or saving failed.
         RegistryError: the registry refused an operation.
     """
@@ -207,9 +207,8 @@ def _run_training(
     from rakuten_mlops.models.pyfunc import log_pyfunc_model
 
     started = time.perf_counter()
-    seed = int(params.get("seed", 42))
-    policy = GatePolicy.from_params(params.get("gate"))
-    eval_settings = EvaluationSettings.from_params(params.get("evaluate"))
+    parsed = parse_params(params)
+    seed, policy, eval_settings = parsed.seed, parsed.gate, parsed.evaluate
 
     logger.info("loading the %s splits from %s", "/".join(TRAINING_SPLITS), data_dir)
     splits = {name: load_split(data_dir, name) for name in TRAINING_SPLITS}
