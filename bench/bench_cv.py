@@ -51,14 +51,14 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rakuten_mlops.params import load_params
 from rakuten_mlops.data.ingest import import_dataset
 from rakuten_mlops.data.prepare import assign_splits, load_split, prepare_dataset
 from rakuten_mlops.evaluation.metrics import compute_calibration, compute_classification_metrics
 from rakuten_mlops.features.text import normalize_for_dedup
+from rakuten_mlops.models.classifier import clean_column, stack_images
 from rakuten_mlops.models.fusion import LogLinearFusion
-from rakuten_mlops.params import parse_model_params
-from rakuten_mlops.models.pipeline import ProductClassifier, _clean_column, _stack_images
+from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.params import load_params, parse_model_params
 
 BENCH_DIR = Path(__file__).resolve().parent
 SPLITS = ("train", "val", "test", "unseen")
@@ -118,8 +118,8 @@ def timed_branch_scores(
     """Raw scores per branch (as `ProductClassifier._branch_scores`), with each one's time."""
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    titles = _clean_column(frame, "designation", required=True)
-    descriptions = _clean_column(frame, "description", required=False)
+    titles = clean_column(frame, "designation", required=True)
+    descriptions = clean_column(frame, "description", required=False)
     seconds["cleaning"] = time.perf_counter() - tick
     scores: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
@@ -137,7 +137,7 @@ def timed_branch_scores(
         rows = [i for i, image in enumerate(images) if image is not None]
         image_scores = np.full((len(frame), len(clf.classes_)), np.nan)
         if rows:
-            image_scores[rows] = clf.image.predict_log_proba(_stack_images(images, rows))
+            image_scores[rows] = clf.image.predict_log_proba(stack_images(images, rows))
         masks["image"] = np.zeros(len(frame), dtype=bool)
         masks["image"][rows] = True
         scores["image"] = image_scores

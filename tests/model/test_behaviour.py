@@ -11,7 +11,8 @@ import pytest
 
 from factories import assert_same_prediction
 from rakuten_mlops.errors import DataError, ModelError
-from rakuten_mlops.models.pipeline import OUTPUT_COLUMNS, ProductClassifier
+from rakuten_mlops.models.pipeline import ProductClassifier
+from rakuten_mlops.schema import OUTPUT_COLUMNS
 
 JpegWriter = Callable[[int, Path, int], Path]
 

@@ -18,7 +18,7 @@ from rakuten_mlops.inference.model_io import (
     items_predictor,
     read_predictions,
 )
-from rakuten_mlops.models.pipeline import OUTPUT_COLUMNS, ProductClassifier
+from rakuten_mlops.models.pipeline import ProductClassifier
 from rakuten_mlops.models.pyfunc import (
     load_pyfunc_model,
     log_pyfunc_model,
@@ -26,6 +26,7 @@ from rakuten_mlops.models.pyfunc import (
     pip_requirements,
     save_pyfunc_model,
 )
+from rakuten_mlops.schema import OUTPUT_COLUMNS
 
 
 @pytest.fixture(scope="module")

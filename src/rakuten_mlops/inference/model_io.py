@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.schema import CATEGORY_NAMES, OUTPUT_COLUMNS
+from rakuten_mlops.models.output import TOP_K, category_name
+from rakuten_mlops.schema import OUTPUT_COLUMNS
 
 NOTE_DESIGNATION_FROM_DESCRIPTION = "empty designation: predicted from the description"
 NOTE_IMAGE_ONLY = "no text: predicted from the image only"
 NOTE_NO_INPUT = "no text and no image: low-information prediction"
-TOP_K = 3
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def items_from_top(
     for row_codes, row_probs, image, note in zip(
         codes.tolist(), probs.tolist(), used, final_notes, strict=True
     ):
-        names = [CATEGORY_NAMES.get(code, str(code)) for code in row_codes]
+        names = [category_name(code) for code in row_codes]
         items.append(
             ItemPrediction(
                 prdtypecode=int(row_codes[0]),

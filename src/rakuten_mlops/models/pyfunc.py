@@ -26,7 +26,8 @@ from mlflow.types.schema import ColSpec, Schema
 
 import rakuten_mlops
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.models.pipeline import ProductClassifier, category_name, empty_output
+from rakuten_mlops.models.classifier import Classifier
+from rakuten_mlops.models.output import OUTPUT_DTYPES, category_name, empty_output
 from rakuten_mlops.schema import MODEL_INPUT_COLUMNS
 
 ARTIFACT_NAME = "model"
@@ -59,19 +60,10 @@ INPUT_SCHEMA = Schema(
         ColSpec("binary", "image_bytes", required=False),
     ]
 )
+# The output contract (models/output.py) in MLflow's types.
+_MLFLOW_TYPES = {"int64": "long", "object": "string", "float64": "double", "bool": "boolean"}
 OUTPUT_SCHEMA = Schema(
-    [
-        ColSpec("long", "prdtypecode"),
-        ColSpec("string", "category"),
-        ColSpec("double", "confidence"),
-        ColSpec("long", "top_1_code"),
-        ColSpec("double", "top_1_proba"),
-        ColSpec("long", "top_2_code"),
-        ColSpec("double", "top_2_proba"),
-        ColSpec("long", "top_3_code"),
-        ColSpec("double", "top_3_proba"),
-        ColSpec("boolean", "has_image"),
-    ]
+    [ColSpec(_MLFLOW_TYPES[dtype], name) for name, dtype in OUTPUT_DTYPES.items()]
 )
 MODEL_SIGNATURE = ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA)
 
@@ -80,11 +72,11 @@ class ProductClassifierModel(PythonModel):
     """MLflow wrapper: loads the saved classifier, predicts the output contract."""
 
     def __init__(self) -> None:
-        self.classifier: ProductClassifier | None = None
+        self.classifier: Classifier | None = None
 
     def load_context(self, context: PythonModelContext) -> None:
         """Load the classifier from the `classifier` artifact."""
-        self.classifier = ProductClassifier.load(Path(context.artifacts[CLASSIFIER_ARTIFACT]))
+        self.classifier = Classifier.load(Path(context.artifacts[CLASSIFIER_ARTIFACT]))
 
     def predict(
         self,
@@ -132,7 +124,7 @@ def _example(input_example: pd.DataFrame) -> pd.DataFrame:
     return example
 
 
-def _stage(classifier: ProductClassifier, workdir: Path) -> tuple[dict[str, str], list[str]]:
+def _stage(classifier: Classifier, workdir: Path) -> tuple[dict[str, str], list[str]]:
     """Save the classifier, the label map and a clean copy of the package under `workdir`."""
     classifier_dir = workdir / CLASSIFIER_ARTIFACT
     classifier.save(classifier_dir)
@@ -146,7 +138,7 @@ def _stage(classifier: ProductClassifier, workdir: Path) -> tuple[dict[str, str]
     return artifacts, [str(package_dst)]
 
 
-def _metadata(classifier: ProductClassifier) -> dict[str, Any]:
+def _metadata(classifier: Classifier) -> dict[str, Any]:
     return {
         "classes": classifier.classes_.tolist(),
         "category_names": {str(c): category_name(c) for c in classifier.classes_.tolist()},
@@ -156,7 +148,7 @@ def _metadata(classifier: ProductClassifier) -> dict[str, Any]:
 
 
 def _model_kwargs(
-    classifier: ProductClassifier, workdir: Path, input_example: pd.DataFrame
+    classifier: Classifier, workdir: Path, input_example: pd.DataFrame
 ) -> dict[str, Any]:
     """What `save_model` and `log_model` both need: staged files, signature, requirements."""
     artifacts, code_paths = _stage(classifier, workdir)
@@ -173,9 +165,7 @@ def _model_kwargs(
     }
 
 
-def save_pyfunc_model(
-    classifier: ProductClassifier, path: Path, input_example: pd.DataFrame
-) -> Path:
+def save_pyfunc_model(classifier: Classifier, path: Path, input_example: pd.DataFrame) -> Path:
     """Write the classifier as an MLflow pyfunc model directory at `path`.
 
     Raises:
@@ -197,7 +187,7 @@ def save_pyfunc_model(
 
 
 def log_pyfunc_model(
-    classifier: ProductClassifier,
+    classifier: Classifier,
     input_example: pd.DataFrame,
     registered_model_name: str | None = None,
 ) -> ModelInfo:
@@ -252,14 +242,14 @@ def load_pyfunc_model(uri_or_dir: str | Path) -> PyFuncModel:
     return model
 
 
-def native_classifier(model: object) -> ProductClassifier | None:
-    """The `ProductClassifier` inside a loaded pyfunc model of this project, else None."""
+def native_classifier(model: object) -> Classifier | None:
+    """The `Classifier` inside a loaded pyfunc model of this project, else None."""
     try:
         wrapper = model.unwrap_python_model()  # type: ignore[attr-defined]
     except (AttributeError, MlflowException):
         return None
     classifier = getattr(wrapper, "classifier", None)
-    return classifier if isinstance(classifier, ProductClassifier) else None
+    return classifier if isinstance(classifier, Classifier) else None
 
 
 def as_predict_fn(model: PyFuncModel) -> PredictFn:

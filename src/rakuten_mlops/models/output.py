@@ -1,0 +1,90 @@
+"""The prediction output contract: the columns every prediction path writes.
+
+The pyfunc, `predict` (batch), the API and Spark scoring all build their rows here:
+`prdtypecode`, `category`, `confidence` (= top-1 probability), `top_k_code` / `top_k_proba`
+for k = 1..3 (code -1 and probability 0 when the model knows fewer classes), `has_image`.
+The column names are `schema.OUTPUT_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rakuten_mlops.schema import CATEGORY_NAMES, OUTPUT_COLUMNS
+
+TOP_K = 3
+# The pandas dtype of each output column, in the order of `schema.OUTPUT_COLUMNS`.
+OUTPUT_DTYPES: dict[str, str] = dict(
+    zip(
+        OUTPUT_COLUMNS,
+        (
+            "int64",  # prdtypecode
+            "object",  # category
+            "float64",  # confidence
+            *("int64", "float64") * TOP_K,  # top_k_code, top_k_proba
+            "bool",  # has_image
+        ),
+        strict=True,
+    )
+)
+
+
+def category_name(code: int) -> str:
+    """Human-readable name of a product type code (the code itself when unknown)."""
+    return CATEGORY_NAMES.get(int(code), str(code))
+
+
+def empty_output(index: pd.Index) -> pd.DataFrame:
+    """The prediction output contract with no row (typed columns, given index)."""
+    return pd.DataFrame(
+        {name: pd.Series([], dtype=dtype) for name, dtype in OUTPUT_DTYPES.items()}, index=index
+    )
+
+
+@dataclass(frozen=True)
+class TopPredictions:
+    """The top-3 of each row: `codes` (n, 3) int64 (-1 when the model knows fewer classes),
+    `probs` (n, 3) float64 (0 for those), `has_image` (n,) bool (the image was used)."""
+
+    codes: np.ndarray
+    probs: np.ndarray
+    has_image: np.ndarray
+
+
+def top_predictions(
+    probs: np.ndarray, classes: np.ndarray, has_image: np.ndarray
+) -> TopPredictions:
+    """The top-3 codes and probabilities of fused probabilities (n, n_classes)."""
+    order = np.argsort(-probs, axis=1, kind="stable")
+    rows = np.arange(len(probs))[:, None]
+    top = order[:, :3]
+    top_probs = probs[rows, top].astype(np.float64)
+    top_codes = classes[top].astype(np.int64)
+    if top.shape[1] < 3:
+        pad = 3 - top.shape[1]
+        top_codes = np.pad(top_codes, ((0, 0), (0, pad)), constant_values=-1)
+        top_probs = np.pad(top_probs, ((0, 0), (0, pad)), constant_values=0.0)
+    return TopPredictions(top_codes, top_probs, np.asarray(has_image, dtype=bool))
+
+
+def build_output(top: TopPredictions, index: pd.Index | Sequence[Any]) -> pd.DataFrame:
+    """The prediction output contract of `top`.
+
+    Columns: prdtypecode, category, confidence (= top-1 probability), top_k_code /
+    top_k_proba for k = 1..3 (code -1 and probability 0 when fewer classes), has_image.
+    """
+    columns: dict[str, Any] = {
+        "prdtypecode": top.codes[:, 0],
+        "category": [category_name(code) for code in top.codes[:, 0]],
+        "confidence": top.probs[:, 0],
+    }
+    for k in range(3):
+        columns[f"top_{k + 1}_code"] = top.codes[:, k]
+        columns[f"top_{k + 1}_proba"] = top.probs[:, k]
+    columns["has_image"] = top.has_image
+    return pd.DataFrame(columns, index=index if isinstance(index, pd.Index) else pd.Index(index))
