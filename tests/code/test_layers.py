@@ -108,3 +108,29 @@ def test_no_import_runs_up_the_layers() -> None:
         if _layer(_package(target)) > _layer(_package(module))
     )
     assert upward == []
+
+
+# Inside `serving`: the API's routes and the console's pages both call the service layer
+# (`serving.services`) and never import each other. Only the app (which mounts both) and the
+# pre-auth check of a console session cookie reach into them from elsewhere in `serving`.
+SERVING_FRONTS = ("rakuten_mlops.serving.api", "rakuten_mlops.serving.console")
+
+
+def _front(module: str) -> str | None:
+    return next((f for f in SERVING_FRONTS if module == f or module.startswith(f + ".")), None)
+
+
+def test_api_and_console_meet_only_in_the_service_layer() -> None:
+    graph = import_graph()
+    crossing = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module.startswith("rakuten_mlops.serving.")
+        for target in targets
+        if _front(target) is not None
+        and _front(module) != _front(target)
+        and module not in {"rakuten_mlops.serving.app", "rakuten_mlops.serving.auth.preauth"}
+    )
+    assert crossing == []
+    services = [m for m in graph if m.startswith("rakuten_mlops.serving.services.")]
+    assert {m.rsplit(".", 1)[1] for m in services} >= {"classify", "review", "models", "users"}

@@ -30,7 +30,7 @@ from rakuten_mlops.serving.auth.wiring import (
     start_security,
     stop_security,
 )
-from rakuten_mlops.serving.console.routes import router as console_router
+from rakuten_mlops.serving.console.pages import router as console_router
 from rakuten_mlops.serving.db_health import DatabaseHealth, is_unavailable
 from rakuten_mlops.serving.errors import add_exception_handlers
 from rakuten_mlops.serving.logs import configure_service_logging, stop_service_logging

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, status
 
-from rakuten_mlops.db import crud
 from rakuten_mlops.serving.deps import (
     CurrentPrincipal,
     PredictorDep,
@@ -13,6 +12,7 @@ from rakuten_mlops.serving.deps import (
     require_role,
 )
 from rakuten_mlops.serving.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
+from rakuten_mlops.serving.services.review import record_review
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
@@ -35,25 +35,4 @@ def post_feedback(
     principal: CurrentPrincipal,
 ) -> FeedbackResponse:
     """Store the correct code of a prediction (committed before the answer)."""
-    if recorder.is_pending(body.prediction_id):
-        recorder.flush()  # answered moments ago: make its record visible first
-    prediction = crud.get_prediction(session, body.prediction_id)
-    if prediction is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            detail=f"prediction_id: no prediction {body.prediction_id!r}",
-        )
-    feedback = crud.add_feedback(session, prediction.id, body.prdtypecode, principal.username)
-    session.commit()
-    correct = prediction.prdtypecode == body.prdtypecode
-    predictor.count_feedback(prediction.variant, correct)
-    return FeedbackResponse(
-        id=feedback.id,
-        prediction_id=prediction.id,
-        prdtypecode=feedback.prdtypecode,
-        predicted_code=prediction.prdtypecode,
-        correct=correct,
-        variant=prediction.variant,
-        username=feedback.username,
-        created_at=feedback.created_at,
-    )
+    return record_review(body, session, recorder, predictor, principal)
