@@ -76,7 +76,7 @@ def store_predictions(database_url: str) -> StorePredictions:
 
     `products` has `designation`, `description`, `has_image`, `prdtypecode` (the predicted
     code) and optionally `confidence`, `true_code` (stored as feedback when not NaN),
-    `request_id`, `shadow`.
+    `request_id`, `shadow`, `top3` (default: the predicted code at `confidence`).
     """
 
     def store(
@@ -154,7 +154,9 @@ def _prediction(
         shadow=shadow,
         prdtypecode=int(row["prdtypecode"]),
         confidence=confidence,
-        top3=[],
+        top3=row["top3"]
+        if isinstance(row.get("top3"), list)
+        else [{"code": int(row["prdtypecode"]), "name": "", "probability": confidence}],
         needs_review=confidence < 0.5,
         latency_ms=5.0,
         username="client",

@@ -26,6 +26,8 @@ CONTRACT_NAMES = {
     "rakuten_online_weighted_f1",
     "rakuten_online_labels",
     "rakuten_expected_accuracy",
+    "rakuten_estimated_weighted_f1",
+    "rakuten_estimated_weighted_f1_low",
 }
 
 
@@ -91,6 +93,31 @@ def test_gauges_from_the_latest_drift_run_and_rolling_quality(
     assert samples[("rakuten_online_weighted_f1", key)] == pytest.approx(1.0)
     assert samples[("rakuten_expected_accuracy", key)] == pytest.approx(0.7)
     assert not any(dict(labels).get("model_version") == "2" for _, labels in samples)
+
+
+def test_the_weighted_f1_is_estimated_from_the_stored_probabilities(
+    database_url: str, store_predictions
+) -> None:
+    top3 = [
+        {"code": 10, "name": "", "probability": 0.9},
+        {"code": 40, "name": "", "probability": 0.1},
+    ]
+    products = pd.DataFrame(
+        {"designation": [f"p{i}" for i in range(40)], "prdtypecode": 10, "confidence": 0.9}
+    )
+    products["top3"] = [top3] * len(products)
+    store_predictions(products, version="5")
+    registry = CollectorRegistry()
+    engine = make_engine(database_url)
+    register_monitoring_metrics(engine, registry, cache_s=0)
+    samples = _samples(registry)
+    engine.dispose()
+
+    key = (("model_version", "5"), ("variant", "champion"))
+    # Expected: 36 of the 40 are truly 10 (F1 72 / 76), 4 are 40 (F1 0), weighted by 36 / 40.
+    expected = 36 / 40 * (72 / 76)
+    assert samples[("rakuten_estimated_weighted_f1", key)] == pytest.approx(expected, abs=1e-6)
+    assert samples[("rakuten_estimated_weighted_f1_low", key)] <= expected
 
 
 def test_no_data_means_no_sample_but_the_metrics_are_declared(database_url: str) -> None:

@@ -1,4 +1,5 @@
-"""`rakuten-mlops monitor drift | quality | prometheus-config`: drift, online quality, alerting."""
+"""`rakuten-mlops monitor drift | quality | estimate | prometheus-config`: drift, online quality,
+performance without labels, alerting."""
 
 from __future__ import annotations
 
@@ -141,6 +142,39 @@ def quality(
         highlight=False,
     )
     console.print(format_quality(rows), highlight=False, soft_wrap=True)
+
+
+@monitor_app.command("estimate")
+@handle_errors
+def estimate(
+    predictions: Annotated[
+        Path,
+        typer.Option(help="A `rakuten-mlops predict` output (prdtypecode, top_k_code/proba)."),
+    ],
+    draws: Annotated[
+        int, typer.Option(help="Label sets drawn from the probabilities for the interval.", min=0)
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Estimate precision, recall and F1 per class and the weighted F1, without labels.
+
+    From the calibrated probabilities (confidence-based performance estimation), with the
+    95 % interval of the weighted F1 that labels would measure. JSON keys:
+    `estimated_weighted_f1`, `ci_low`, `ci_high`, `per_class`.
+    """
+    from rakuten_mlops.monitoring.estimate import (
+        estimate_performance,
+        format_estimate,
+        read_prediction_file,
+    )
+
+    predicted, probabilities = read_prediction_file(predictions)
+    result = estimate_performance(predicted, probabilities, draws=draws, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(format_estimate(result), highlight=False, soft_wrap=True)
 
 
 @monitor_app.command("prometheus-config")

@@ -126,6 +126,24 @@ def prediction_aggregates(session: Session, start: datetime, end: datetime) -> p
     )
 
 
+def recent_top3(session: Session, start: datetime, end: datetime, *, limit: int) -> pd.DataFrame:
+    """The latest `limit` answered predictions of [start, end): version, variant, predicted
+    code and top-3 (`[{"code", "probability", ...}]`), for the performance estimate."""
+    statement = (
+        select(
+            Prediction.model_version, Prediction.variant, Prediction.prdtypecode, Prediction.top3
+        )
+        .where(Prediction.created_at >= start, Prediction.created_at < end)
+        .where(Prediction.shadow.is_(False))
+        .order_by(Prediction.created_at.desc())
+        .limit(limit)
+    )
+    return pd.DataFrame(
+        session.execute(statement).all(),
+        columns=["model_version", "variant", "prdtypecode", "top3"],
+    )
+
+
 def add_drift_run(session: Session, **values: Any) -> DriftRun:
     """Store a drift run (flushed; the caller commits)."""
     run = DriftRun(**values)

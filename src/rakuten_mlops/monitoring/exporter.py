@@ -12,7 +12,11 @@ Metric names (team contract): `rakuten_drift_detected`, `rakuten_drift_share`,
 `rakuten_drift_reference_class_share{prdtypecode}` (the class mix the dashboards compare with),
 `rakuten_online_weighted_f1{variant,model_version}`,
 `rakuten_online_labels{variant,model_version}`,
-`rakuten_expected_accuracy{variant,model_version}`.
+`rakuten_expected_accuracy{variant,model_version}`,
+`rakuten_estimated_weighted_f1{variant,model_version}` and
+`rakuten_estimated_weighted_f1_low{variant,model_version}` (the weighted F1 estimated from the
+calibrated probabilities of the latest predictions of the window, without labels, and the
+low end of its 95 % interval: `monitoring/estimate.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from rakuten_mlops.db import crud_monitoring
+from rakuten_mlops.monitoring.estimate import PerformanceEstimate, estimate_from_records
 from rakuten_mlops.monitoring.quality import QualityRow, online_quality, with_window_totals
 
 if TYPE_CHECKING:
@@ -42,6 +47,10 @@ DEFAULT_CACHE_S = 30.0
 # `drift.PREDICTED_CLASS`, not imported: the service must not load Evidently.
 _CLASS_COLUMN = "predicted_class"
 DEFAULT_QUALITY_WINDOW = timedelta(days=7)
+# The performance estimate reads the latest predictions of the window, at most this many
+# (enough for a +-0.02 interval; bounded work per refresh).
+ESTIMATE_MAX_PREDICTIONS = 5000
+ESTIMATE_DRAWS = 100
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class MonitoringState:
 
     drift: LatestDrift | None
     quality: list[QualityRow]
+    # (variant, model version) -> the performance estimated without labels.
+    estimates: dict[tuple[str, str], PerformanceEstimate] = field(default_factory=dict)
 
 
 class MonitoringCollector(Collector):
@@ -127,6 +138,10 @@ def build_metric_families(state: MonitoringState) -> list[Metric]:
             by_name["rakuten_online_weighted_f1"].add_metric(labels, row.weighted_f1)
         if row.expected_accuracy is not None:
             by_name["rakuten_expected_accuracy"].add_metric(labels, row.expected_accuracy)
+    for (variant, version), estimate in sorted(state.estimates.items()):
+        labels = [variant, version]
+        by_name["rakuten_estimated_weighted_f1"].add_metric(labels, estimate.estimated_weighted_f1)
+        by_name["rakuten_estimated_weighted_f1_low"].add_metric(labels, estimate.ci_low)
     return families
 
 
@@ -173,6 +188,17 @@ def _families() -> list[GaugeMetricFamily]:
             "Mean top-1 confidence (calibrated) of the predictions over the rolling window",
             labels=quality_labels,
         ),
+        GaugeMetricFamily(
+            "rakuten_estimated_weighted_f1",
+            "Weighted F1 estimated from the calibrated probabilities, without labels (latest "
+            "predictions of the rolling window)",
+            labels=quality_labels,
+        ),
+        GaugeMetricFamily(
+            "rakuten_estimated_weighted_f1_low",
+            "Low end of the 95% interval of the estimated weighted F1",
+            labels=quality_labels,
+        ),
     ]
 
 
@@ -186,6 +212,8 @@ def load_monitoring_state(engine: Engine, *, quality_window: timedelta) -> Monit
         labelled = crud_monitoring.labelled_predictions(session, start, end, labelled_only=True)
         aggregates = crud_monitoring.prediction_aggregates(session, start, end)
         quality = with_window_totals(online_quality(labelled, n_boot=0), aggregates)
+        recent = crud_monitoring.recent_top3(session, start, end, limit=ESTIMATE_MAX_PREDICTIONS)
+        estimates = estimate_from_records(recent, draws=ESTIMATE_DRAWS)
         drift = None
         if run is not None:
             created = (
@@ -204,7 +232,7 @@ def load_monitoring_state(engine: Engine, *, quality_window: timedelta) -> Monit
                     else {}
                 ),
             )
-        return MonitoringState(drift=drift, quality=quality)
+        return MonitoringState(drift=drift, quality=quality, estimates=estimates)
 
     return crud_monitoring.read_database(engine, read)
 
