@@ -33,7 +33,9 @@ MODEL_NAME = "rakuten-product-classifier"
 # The folder `bentoml.mlflow.import_model` stores the MLflow model in, inside a BentoML model.
 MLFLOW_MODEL_DIR = "mlflow_model"
 MAX_IMAGE_PIXELS = int(os.environ.get("RAKUTEN_MAX_IMAGE_PIXELS", "25000000"))
-REVIEW_THRESHOLD = float(os.environ.get("RAKUTEN_REVIEW_THRESHOLD", "0.5"))
+# Set: flag every product under this confidence; empty: the model's own review rule.
+_OVERRIDE = os.environ.get("RAKUTEN_REVIEW_THRESHOLD", "").strip()
+REVIEW_THRESHOLD = float(_OVERRIDE) if _OVERRIDE else None
 
 
 class Product(ProductItem):
@@ -129,7 +131,11 @@ class ProductClassifier:
             category=item.category,
             confidence=item.confidence,
             top3=[TopClass(code=t.code, name=t.name, probability=t.probability) for t in item.top3],
-            needs_review=item.confidence < REVIEW_THRESHOLD,
+            needs_review=(
+                item.needs_review
+                if REVIEW_THRESHOLD is None
+                else item.confidence < REVIEW_THRESHOLD
+            ),
             has_image=item.has_image,
             note=item.note,
             model=self._model_ref,

@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=8000, ge=1, le=65535)
     serve_workers: int = Field(default=1, ge=1)
-    review_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Flag for review every prediction under this confidence, instead of the model's own
+    # review rule (None: the rule the model learnt for `review.target_precision`).
+    review_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     challenger_mode: Literal["off", "split", "shadow"] = "off"
     challenger_share: float = Field(default=0.1, ge=0.0, le=1.0)
     reload_poll_s: float = Field(default=0.0, ge=0.0)
@@ -182,7 +184,9 @@ class Settings(BaseSettings):
         """An empty secret variable means "not set"."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("log_file", "image_store_dir", "service_api_key", mode="before")
+    @field_validator(
+        "log_file", "image_store_dir", "service_api_key", "review_threshold", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         """`RAKUTEN_LOG_FILE=` (empty) means "none", not the current directory."""

@@ -12,6 +12,7 @@ valid ones. Every stage, the CLI and the orchestrators read their parameters thr
 | `seed` | `Params.seed` | training |
 | `data` | `DataParams` (with `data.feedback`: `FeedbackParams`) | `data prepare`, `retrain`, the feedback merge |
 | `model` | `ModelParams` (`sparse`, `text_nn`, `image`, `fusion`, `text_transformer`) | the classifier |
+| `review` | `ReviewParams` | the review rule fitted with the classifier |
 | `gate` | `GatePolicy` | the promotion gate |
 | `evaluate` | `EvaluationSettings` | evaluation reports |
 
@@ -301,6 +302,19 @@ class ModelParams:
         return _listify(dataclasses.asdict(self))
 
 
+# ------------------------------------------------------------------ review
+
+
+@dataclass(frozen=True)
+class ReviewParams:
+    """`review`: when a prediction is auto-accepted (the rule the model learns and carries)."""
+
+    __pydantic_config__ = _FORBID
+
+    # Precision the auto-accepted products must reach; the rule keeps as many as it can.
+    target_precision: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = 0.95
+
+
 # ------------------------------------------------------------------ gate and evaluation
 
 
@@ -353,6 +367,7 @@ class Params:
     seed: Integer = 42
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
+    review: ReviewParams = field(default_factory=ReviewParams)
     gate: GatePolicy = field(default_factory=GatePolicy)
     evaluate: EvaluationSettings = field(default_factory=EvaluationSettings)
 

@@ -85,6 +85,7 @@ OUTPUT_COLUMNS = (
     TARGET_COL,
     "category",
     "confidence",
+    "needs_review",
     "top_1_code",
     "top_1_proba",
     "top_2_code",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from fastapi.testclient import TestClient
 from rakuten_mlops.config import Settings
 from rakuten_mlops.inference.batch import predict_csv
 from rakuten_mlops.models.pyfunc import as_predict_fn, load_pyfunc_model
+from rakuten_mlops.models.review import ReviewRule
 from service_testing import TinyModel, stored_predictions
 
 
@@ -57,15 +60,61 @@ def test_predict_matches_batch_prediction_with_and_without_image(
             expected.loc[i, f"top_{k}_code"] for k in (1, 2, 3)
         ]
         assert body["model"]["variant"] == "champion"
-        assert body["needs_review"] == (body["confidence"] < 0.5)
+        # The model's own review rule, the same in the API and in `predict`.
+        assert body["needs_review"] == bool(expected.loc[i, "needs_review"])
 
     records = stored_predictions(client)
     assert len(records) == len(products)
+    assert [r.needs_review for r in records] == expected["needs_review"].tolist()
     assert sum(r.has_image for r in records) == int(expected["has_image"].sum())
     assert all(r.username == "admin" and r.top3 and not r.shadow for r in records)
     with_image = next(r for r in records if r.has_image)
     assert with_image.image_sha256 and len(with_image.image_sha256) == 64
     assert with_image.image_path is None  # no image store configured: hash only
+
+
+def test_the_api_and_predict_flag_the_same_products_for_review(
+    tiny_model: TinyModel,
+    start_client: Callable[..., TestClient],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+) -> None:
+    # The model's own rule, moved to the median confidence so that both answers occur.
+    products = tiny_model.test.reset_index(drop=True)
+    confidence = tiny_model.classifier.predict(products)["confidence"]
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model.path, model)
+    meta_path = model / "artifacts" / "classifier" / "classifier.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    rule = ReviewRule(0.95, "global", float(confidence.median()))
+    meta["review_rule"] = rule.to_dict()
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+
+    csv = tmp_path / "X.csv"
+    products[["designation", "description"]].to_csv(csv)
+    batch = predict_csv(
+        as_predict_fn(load_pyfunc_model(model)), csv, tmp_path / "out.csv", progress=False
+    )
+    expected = pd.read_csv(batch.output, index_col=0)["needs_review"].tolist()
+    assert any(expected) and not all(expected)
+
+    client = start_client(make_settings(serve_model=str(model)))
+    answers = [
+        client.post(
+            "/v1/predict", data={"designation": p.designation, "description": p.description}
+        ).json()["needs_review"]
+        for p in products.itertuples()
+    ]
+    assert answers == expected
+
+
+def test_the_review_threshold_setting_overrides_the_models_rule(
+    start_client: Callable[..., TestClient], make_settings: Callable[..., Settings]
+) -> None:
+    for threshold, flagged in ((1.0, True), (0.0, False)):
+        client = start_client(make_settings(review_threshold=threshold))
+        body = client.post("/v1/predict", data={"designation": "Piscine gonflable"}).json()
+        assert body["needs_review"] is flagged, (threshold, body)
 
 
 def test_request_id_is_kept_or_generated(client: TestClient) -> None:

@@ -37,6 +37,7 @@ def test_the_project_params_file_parses_to_its_own_values() -> None:
         raw["model"]["sparse"]["title_char_ngrams"]
     )
     assert parsed.gate.max_ece == raw["gate"]["max_ece"]
+    assert parsed.review.target_precision == raw["review"]["target_precision"]
     assert parsed.evaluate.coverage_targets == tuple(raw["evaluate"]["coverage_targets"])
 
 
@@ -107,6 +108,11 @@ BAD_VALUES = [
         "`model.text_transformer.device` must be auto, cpu, cuda or cuda:<index>, got 'tpu'",
     ),
     ({"model": {"image": [1, 2]}}, "model.image", "`model.image` must be a mapping, got [1, 2]"),
+    (
+        {"review": {"target_precision": 1.0}},
+        "review.target_precision",
+        "`review.target_precision` must be < 1.0, got 1.0",
+    ),
     ({"gate": {"max_ece": "low"}}, "gate.max_ece", "`gate.max_ece` must be a number, got 'low'"),
     (
         {"gate": {"min_weighted_f1": "0.7"}},
@@ -137,7 +143,10 @@ def test_a_bad_value_is_refused_naming_its_key_path(
 
 
 UNKNOWN_KEYS = [
-    ({"sede": 1}, "unknown top-level key(s) sede (valid keys: data, evaluate, gate, model, seed)"),
+    (
+        {"sede": 1},
+        "unknown top-level key(s) sede (valid keys: data, evaluate, gate, model, review, seed)",
+    ),
     ({"data": {"val_sise": 0.3}}, "unknown key(s) under `data`: val_sise (valid keys: feedback,"),
     (
         {"data": {"feedback": {"max_shar": 0.2}}},

@@ -390,7 +390,7 @@ def test_cli_prepare_reports_bad_params_without_traceback(raw: Path, tmp_path: P
     [
         (
             "seed: 1\nsede: 2\n",
-            "unknown top-level key(s) sede (valid keys: data, evaluate, gate, model, seed)",
+            "unknown top-level key(s) sede (valid keys: data, evaluate, gate, model, review, seed)",
         ),
         (
             "data:\n  val_sise: 0.30\n",
@@ -420,5 +420,5 @@ def test_every_params_key_is_checked_before_any_work(
 
 def test_the_project_params_file_passes_the_checks() -> None:
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    assert set(params) <= {"seed", "data", "model", "gate", "evaluate"}
+    assert set(params) <= {"seed", "data", "model", "review", "gate", "evaluate"}
     parse_section(DataParams, params["data"], "data")

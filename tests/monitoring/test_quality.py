@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
+from rakuten_mlops.evaluation.intervals import wilson_interval
 from rakuten_mlops.monitoring.quality import (
     QualityRow,
     bootstrap_weighted_f1,
@@ -14,7 +15,6 @@ from rakuten_mlops.monitoring.quality import (
     online_quality,
     propagate_labels_to_shadow,
     weighted_f1,
-    wilson_interval,
     with_window_totals,
 )
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rakuten_mlops.errors import DataError, ModelError
+from rakuten_mlops.evaluation.intervals import wilson_interval
 from rakuten_mlops.evaluation.metrics import (
     CalibrationCurve,
     compute_calibration,
@@ -159,6 +160,15 @@ def evaluate_predictions(
     metrics["ece"] = calibration.ece
     for target in settings.coverage_targets:
         metrics[f"coverage_at_{round(target * 100)}"] = find_coverage_at_accuracy(coverage, target)
+    if "needs_review" in predictions.columns:
+        # The model's review rule: what it accepts without review, and how often it is right.
+        keep = ~predictions["needs_review"].to_numpy(dtype=bool)
+        accepted, hits = int(keep.sum()), int(correct[keep].sum())
+        low, high = wilson_interval(hits, accepted)
+        metrics["auto_accept_coverage"] = accepted / len(keep) if len(keep) else 0.0
+        metrics["auto_accept_precision"] = hits / accepted if accepted else float("nan")
+        metrics["auto_accept_precision_low"] = low
+        metrics["auto_accept_precision_high"] = high
     slices = compute_slice_metrics(y_true, y_pred, define_slices(frame, settings.short_title_words))
     return EvaluationResult(
         split=split,

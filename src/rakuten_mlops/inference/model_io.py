@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from rakuten_mlops.errors import ModelError
-from rakuten_mlops.models.output import TOP_K, category_name
+from rakuten_mlops.models.output import DEFAULT_REVIEW_THRESHOLD, TOP_K, category_name
 from rakuten_mlops.schema import OUTPUT_COLUMNS
 
 NOTE_DESIGNATION_FROM_DESCRIPTION = "empty designation: predicted from the description"
@@ -43,6 +43,8 @@ class ItemPrediction:
     top3: tuple[TopClass, ...]
     has_image: bool
     note: str = ""
+    # The model's review rule sends it to a reviewer.
+    needs_review: bool = False
 
     def top3_dicts(self) -> list[dict[str, object]]:
         """The top-3 as JSON-ready dicts (`code`, `name`, `probability`)."""
@@ -113,6 +115,12 @@ def check_model_output(predictions: pd.DataFrame, n_rows: int, where: str = "") 
             f"the model returned {len(predictions)} rows for {n_rows} input rows"
             + (f" ({where})" if where else "")
         )
+    if "needs_review" not in predictions.columns and "confidence" in predictions.columns:
+        # A model trained before models carried a review rule.
+        predictions = predictions.assign(
+            needs_review=predictions["confidence"].to_numpy(dtype=np.float64)
+            < DEFAULT_REVIEW_THRESHOLD
+        )
     missing = [c for c in OUTPUT_COLUMNS if c not in predictions.columns]
     if missing:
         raise ModelError(f"the model output lacks column(s) {', '.join(missing)}")
@@ -136,6 +144,7 @@ def read_predictions(
         output[[f"top_{k}_proba" for k in range(1, TOP_K + 1)]].to_numpy(dtype=np.float64),
         output["has_image"].to_numpy(dtype=bool),
         notes,
+        output["needs_review"].to_numpy(dtype=bool),
     )
 
 
@@ -144,14 +153,21 @@ def items_from_top(
     probs: np.ndarray,
     has_image: np.ndarray,
     notes: Sequence[str] | None = None,
+    needs_review: np.ndarray | None = None,
 ) -> list[ItemPrediction]:
     """One `ItemPrediction` per row of the model's top-3 arrays: `codes` (n, 3), `probs`
-    (n, 3), `has_image` (n,) (the image was used); the predicted code is the top-1."""
+    (n, 3), `has_image` (n,) (the image was used), `needs_review` (n,) (default: the top-1
+    probability under `DEFAULT_REVIEW_THRESHOLD`); the predicted code is the top-1."""
     used = [bool(x) for x in has_image.tolist()]
+    review = (
+        [bool(x) for x in needs_review.tolist()]
+        if needs_review is not None
+        else [float(p) < DEFAULT_REVIEW_THRESHOLD for p in probs[:, 0].tolist()]
+    )
     final_notes = resolve_notes(notes, used) if notes is not None else [""] * len(used)
     items: list[ItemPrediction] = []
-    for row_codes, row_probs, image, note in zip(
-        codes.tolist(), probs.tolist(), used, final_notes, strict=True
+    for row_codes, row_probs, image, note, flagged in zip(
+        codes.tolist(), probs.tolist(), used, final_notes, review, strict=True
     ):
         names = [category_name(code) for code in row_codes]
         items.append(
@@ -165,6 +181,7 @@ def items_from_top(
                 ),
                 has_image=image,
                 note=note,
+                needs_review=flagged,
             )
         )
     return items
@@ -190,7 +207,7 @@ def items_predictor(model: object) -> ItemsFn:
             if len(frame) == 0:
                 return []
             top = predict_top(frame)
-            return items_from_top(top.codes, top.probs, top.has_image, notes)
+            return items_from_top(top.codes, top.probs, top.has_image, notes, top.needs_review)
 
         return from_classifier
     return items_from_output(as_predict_fn(model))  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from rakuten_mlops.models.output import (
     empty_output,
     top_predictions,
 )
+from rakuten_mlops.models.review import DEFAULT_TARGET_PRECISION, ReviewRule
 from rakuten_mlops.models.sparse import SparseTextModel
 from rakuten_mlops.models.text_nn import NeuralTextClassifier
 from rakuten_mlops.models.transformer import TransformerTextClassifier
@@ -95,8 +96,17 @@ def _image_bytes(value: object) -> bytes | None:
 class Classifier:
     """The whole inference pipeline: cleaning -> features -> branches -> fusion -> label."""
 
-    def __init__(self, params: dict[str, Any] | None = None, seed: int = 42) -> None:
+    def __init__(
+        self,
+        params: dict[str, Any] | None = None,
+        seed: int = 42,
+        *,
+        target_precision: float = DEFAULT_TARGET_PRECISION,
+    ) -> None:
         self.model_params: ModelParams = parse_model_params(params)
+        # The precision the review rule fitted with the model aims at (`review.target_precision`).
+        self.target_precision = target_precision
+        self.review_rule: ReviewRule | None = None
         # The resolved hyperparameters (defaults filled in), as logged and saved.
         self.params: dict[str, Any] = self.model_params.to_dict()
         self.seed = seed
@@ -289,12 +299,15 @@ class Classifier:
         fusion = self._check_fitted()
         if len(frame) == 0:
             return top_predictions(
-                np.zeros((0, len(self.classes_))), self.classes_, np.zeros(0, dtype=bool)
+                np.zeros((0, len(self.classes_))),
+                self.classes_,
+                np.zeros(0, dtype=bool),
+                self.review_rule,
             )
         scores, masks = self._branch_scores(frame)
         probs = np.exp(fusion.predict_log_proba(self._fusion_inputs(scores), masks))
         has_image = masks.get("image", np.zeros(len(frame), dtype=bool))
-        return top_predictions(probs, self.classes_, has_image)
+        return top_predictions(probs, self.classes_, has_image, self.review_rule)
 
     # ------------------------------------------------------------------ persistence
 
@@ -316,6 +329,8 @@ class Classifier:
             "refit_branches": self.refit_branches,
             "history": self.history,
             "timings": self.timings,
+            "target_precision": self.target_precision,
+            "review_rule": self.review_rule.to_dict() if self.review_rule else None,
         }
         (directory / META_FILE).write_text(
             json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"
@@ -364,6 +379,9 @@ class Classifier:
             model.text_nn_epochs = meta.get("text_nn_epochs")
             model.refit_branches = list(meta.get("refit_branches", []))
             model.timings = meta.get("timings", {})
+            model.target_precision = float(meta.get("target_precision", DEFAULT_TARGET_PRECISION))
+            rule = meta.get("review_rule")
+            model.review_rule = ReviewRule.from_dict(rule) if rule else None
             branches = meta["branches"]
             if "sparse" in branches:
                 model.sparse = joblib.load(directory / SPARSE_FILE)

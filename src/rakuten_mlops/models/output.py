@@ -1,8 +1,9 @@
 """The prediction output contract: the columns every prediction path writes.
 
 The pyfunc, `predict` (batch), the API and Spark scoring all build their rows here:
-`prdtypecode`, `category`, `confidence` (= top-1 probability), `top_k_code` / `top_k_proba`
-for k = 1..3 (code -1 and probability 0 when the model knows fewer classes), `has_image`.
+`prdtypecode`, `category`, `confidence` (= top-1 probability), `needs_review` (the model's
+review rule: `models/review.py`), `top_k_code` / `top_k_proba` for k = 1..3 (code -1 and
+probability 0 when the model knows fewer classes), `has_image`.
 The column names are `schema.OUTPUT_COLUMNS`.
 """
 
@@ -15,9 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rakuten_mlops.models.review import ReviewRule
 from rakuten_mlops.schema import CATEGORY_NAMES, OUTPUT_COLUMNS
 
 TOP_K = 3
+# A model without a review rule (trained before models carried one) flags its predictions
+# under this top-1 probability.
+DEFAULT_REVIEW_THRESHOLD = 0.5
 # The pandas dtype of each output column, in the order of `schema.OUTPUT_COLUMNS`.
 OUTPUT_DTYPES: dict[str, str] = dict(
     zip(
@@ -26,6 +31,7 @@ OUTPUT_DTYPES: dict[str, str] = dict(
             "int64",  # prdtypecode
             "object",  # category
             "float64",  # confidence
+            "bool",  # needs_review
             *("int64", "float64") * TOP_K,  # top_k_code, top_k_proba
             "bool",  # has_image
         ),
@@ -49,17 +55,23 @@ def empty_output(index: pd.Index) -> pd.DataFrame:
 @dataclass(frozen=True)
 class TopPredictions:
     """The top-3 of each row: `codes` (n, 3) int64 (-1 when the model knows fewer classes),
-    `probs` (n, 3) float64 (0 for those), `has_image` (n,) bool (the image was used)."""
+    `probs` (n, 3) float64 (0 for those), `has_image` (n,) bool (the image was used),
+    `needs_review` (n,) bool (the review rule sends it to a reviewer)."""
 
     codes: np.ndarray
     probs: np.ndarray
     has_image: np.ndarray
+    needs_review: np.ndarray
 
 
 def top_predictions(
-    probs: np.ndarray, classes: np.ndarray, has_image: np.ndarray
+    probs: np.ndarray,
+    classes: np.ndarray,
+    has_image: np.ndarray,
+    rule: ReviewRule | None = None,
 ) -> TopPredictions:
-    """The top-3 codes and probabilities of fused probabilities (n, n_classes)."""
+    """The top-3 codes and probabilities of fused probabilities (n, n_classes), flagged for
+    review by `rule` (without one: under `DEFAULT_REVIEW_THRESHOLD`)."""
     order = np.argsort(-probs, axis=1, kind="stable")
     rows = np.arange(len(probs))[:, None]
     top = order[:, :3]
@@ -69,19 +81,28 @@ def top_predictions(
         pad = 3 - top.shape[1]
         top_codes = np.pad(top_codes, ((0, 0), (0, pad)), constant_values=-1)
         top_probs = np.pad(top_probs, ((0, 0), (0, pad)), constant_values=0.0)
-    return TopPredictions(top_codes, top_probs, np.asarray(has_image, dtype=bool))
+    review = (
+        rule.needs_review(top_codes[:, 0], top_probs[:, 0])
+        if rule is not None
+        else top_probs[:, 0] < DEFAULT_REVIEW_THRESHOLD
+    )
+    return TopPredictions(
+        top_codes, top_probs, np.asarray(has_image, dtype=bool), np.asarray(review, dtype=bool)
+    )
 
 
 def build_output(top: TopPredictions, index: pd.Index | Sequence[Any]) -> pd.DataFrame:
     """The prediction output contract of `top`.
 
-    Columns: prdtypecode, category, confidence (= top-1 probability), top_k_code /
-    top_k_proba for k = 1..3 (code -1 and probability 0 when fewer classes), has_image.
+    Columns: prdtypecode, category, confidence (= top-1 probability), needs_review,
+    top_k_code / top_k_proba for k = 1..3 (code -1 and probability 0 when fewer classes),
+    has_image.
     """
     columns: dict[str, Any] = {
         "prdtypecode": top.codes[:, 0],
         "category": [category_name(code) for code in top.codes[:, 0]],
         "confidence": top.probs[:, 0],
+        "needs_review": top.needs_review,
     }
     for k in range(3):
         columns[f"top_{k + 1}_code"] = top.codes[:, k]

@@ -24,6 +24,7 @@ from rakuten_mlops.features.text import normalize_for_dedup
 from rakuten_mlops.models.classifier import Classifier, clean_column, stack_images
 from rakuten_mlops.models.fusion import LogLinearFusion, fit_temperature
 from rakuten_mlops.models.image import ImageClassifier
+from rakuten_mlops.models.review import fit_review_rule
 from rakuten_mlops.models.sparse import SparseTextModel
 from rakuten_mlops.models.text_nn import NeuralTextClassifier
 from rakuten_mlops.models.transformer import TransformerTextClassifier, check_transformer_setup
@@ -87,6 +88,7 @@ class ProductClassifier(Classifier):
             check_transformer_setup(p.text_transformer)
         started = time.perf_counter()
         self.history, self.timings, self.temperatures = {}, {}, {}
+        self.review_rule = None
         self.sparse = self.text_nn = self.transformer = self.image = None
         self.text_nn_epochs = None
         self.refit_branches = []
@@ -163,6 +165,16 @@ class ProductClassifier(Classifier):
         self.fusion = LogLinearFusion(list(fusion_inputs), p.fusion.bias_l2, p.fusion.max_iter)
         self.fusion.fit(fusion_inputs, fusion_labels, val_masks)
         self.timings["fit/fusion"] = time.perf_counter() - tick
+        # When a prediction can be trusted, learnt from the same held-out products.
+        held_out_probs = np.exp(self.fusion.predict_log_proba(fusion_inputs, val_masks))
+        top = held_out_probs.argmax(axis=1)
+        self.review_rule = fit_review_rule(
+            held_out_probs.max(axis=1),
+            self.classes_[top],
+            top == fusion_labels,
+            self.target_precision,
+            seed=self.seed,
+        )
         if p.fusion.refit:
             self.refit(train, val, progress=progress)
         self.timings["fit/total"] = time.perf_counter() - started

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-_Z_95 = 1.959963984540054
+from rakuten_mlops.evaluation.intervals import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,6 @@ class QualityRow:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
         return asdict(self)
-
-
-def wilson_interval(successes: int, n: int, z: float = _Z_95) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% by default); (0, 1) when n is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from rakuten_mlops.errors import DataError, RakutenError
 from rakuten_mlops.inference.batch import NOTE_COLUMN, predict_chunk
+from rakuten_mlops.models.output import OUTPUT_DTYPES
 from rakuten_mlops.schema import OUTPUT_COLUMNS
 
 if TYPE_CHECKING:
@@ -39,21 +40,19 @@ X_COLUMNS = ("designation", "description", "productid", "imageid")
 # names of an unnamed first column.
 INDEX_ALIASES = (INDEX_COLUMN, "__index_level_0__", "Unnamed: 0", "_c0")
 SCORE_COLUMNS = (INDEX_COLUMN, *OUTPUT_COLUMNS, NOTE_COLUMN, ERROR_COLUMN)
-_INT_COLUMNS = ("prdtypecode", "top_1_code", "top_2_code", "top_3_code")
-_FLOAT_COLUMNS = ("confidence", "top_1_proba", "top_2_proba", "top_3_proba")
+# The output contract (models/output.py) in Arrow's types, and the nullable pandas dtypes of
+# a scores file (a failed row has nulls).
+_ARROW_TYPES = {
+    "int64": pa.int64(),
+    "object": pa.string(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+}
+_NULLABLE = {"int64": "Int64", "float64": "float64", "bool": "boolean"}
 SCORE_SCHEMA = pa.schema(
     [
         pa.field(INDEX_COLUMN, pa.int64()),
-        pa.field("prdtypecode", pa.int64()),
-        pa.field("category", pa.string()),
-        pa.field("confidence", pa.float64()),
-        pa.field("top_1_code", pa.int64()),
-        pa.field("top_1_proba", pa.float64()),
-        pa.field("top_2_code", pa.int64()),
-        pa.field("top_2_proba", pa.float64()),
-        pa.field("top_3_code", pa.int64()),
-        pa.field("top_3_proba", pa.float64()),
-        pa.field("has_image", pa.bool_()),
+        *(pa.field(name, _ARROW_TYPES[dtype]) for name, dtype in OUTPUT_DTYPES.items()),
         pa.field(NOTE_COLUMN, pa.string()),
         pa.field(ERROR_COLUMN, pa.string()),
     ]
@@ -239,11 +238,11 @@ def _empty_rows(index: pd.Index | None = None) -> pd.DataFrame:
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Nullable dtypes matching `SCORE_SCHEMA` (a failed row has nulls)."""
     out = frame.loc[:, list(SCORE_COLUMNS)].copy()
-    for column in _INT_COLUMNS:
-        out[column] = pd.to_numeric(out[column]).astype("Int64")
-    for column in _FLOAT_COLUMNS:
-        out[column] = pd.to_numeric(out[column]).astype("float64")
-    out["has_image"] = out["has_image"].astype("boolean")
+    for column, dtype in OUTPUT_DTYPES.items():
+        if dtype == "bool":
+            out[column] = out[column].astype("boolean")
+        elif dtype in _NULLABLE:
+            out[column] = pd.to_numeric(out[column]).astype(_NULLABLE[dtype])  # type: ignore[call-overload]
     for column in ("category", NOTE_COLUMN, ERROR_COLUMN):
         out[column] = out[column].astype(object).where(out[column].notna(), None)
     return out.reset_index(drop=True)

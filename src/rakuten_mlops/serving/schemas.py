@@ -50,7 +50,10 @@ class PredictionResponse(BaseModel):
     category: str = Field(examples=["Piscine"])
     confidence: float = Field(ge=0, le=1, examples=[0.91])
     top3: list[TopClassOut]
-    needs_review: bool = Field(description="Confidence under RAKUTEN_REVIEW_THRESHOLD.")
+    needs_review: bool = Field(
+        description="Send to a reviewer: the model's review rule (fitted for "
+        "`review.target_precision`), or confidence under RAKUTEN_REVIEW_THRESHOLD when set."
+    )
     has_image: bool = Field(description="Whether an image was decoded and used.")
     note: str = Field(default="", description="Said when the product had less than usual.")
     model: ModelRef

@@ -217,7 +217,11 @@ def _run_training(
 
     experiment_id = configure_tracking(settings)
     seed_everything(seed)
-    classifier = ProductClassifier(dict(params.get("model") or {}), seed=seed)
+    classifier = ProductClassifier(
+        dict(params.get("model") or {}),
+        seed=seed,
+        target_precision=parsed.review.target_precision,
+    )
     durations: dict[str, float] = {}
 
     with (

@@ -154,7 +154,11 @@ class PredictionService:
             prediction_id=new_prediction_id(),
             created_at=datetime.now(UTC),
             item=item,
-            needs_review=item.confidence < self.settings.review_threshold,
+            needs_review=(
+                item.needs_review
+                if self.settings.review_threshold is None
+                else item.confidence < self.settings.review_threshold
+            ),
             model=model,
             latency_ms=latency_ms,
             model_ms=result.model_seconds * 1000,
