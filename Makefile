@@ -80,8 +80,8 @@ test: install system-deps airflow-venv prefect-venv bento-venv ## Run the whole 
 test-fast: install ## Run the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-docs-check: install ## Check the README and docs/: links and anchors, make targets, CLI commands and options, scripts
-	$(VENV)/bin/pytest -q tests/code/test_docs_links.py tests/code/test_docs_commands.py
+docs-check: install ## Check the README and docs/: links and anchors, make targets, CLI commands and options, scripts; run the blocks marked runnable
+	$(VENV)/bin/pytest -q tests/code/test_docs_links.py tests/code/test_docs_commands.py tests/code/test_docs_runnable.py
 
 lint: install ## Lint and type-check (ruff + mypy)
 	$(VENV)/bin/ruff check src tests bench orchestration deploy
