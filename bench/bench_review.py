@@ -29,15 +29,8 @@ from rakuten_mlops.data.prepare import load_split
 from rakuten_mlops.evaluation.evaluate import build_model_input
 from rakuten_mlops.evaluation.intervals import wilson_interval
 from rakuten_mlops.models.pyfunc import load_pyfunc_model, native_classifier
+from rakuten_mlops.models.review import lowest_threshold_reaching
 from rakuten_mlops.schema import TARGET_COL
-
-
-def hindsight_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
-    """The lowest single confidence threshold whose accepted products reach `target`."""
-    order = np.argsort(-confidence, kind="stable")
-    precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    reaching = np.flatnonzero(precision >= target)
-    return float(confidence[order][reaching[-1]]) if reaching.size else math.inf
 
 
 def main() -> None:
@@ -71,7 +64,7 @@ def main() -> None:
         correct = predicted == truth
         keep = ~output["needs_review"].to_numpy(dtype=bool)
         n, accepted, hits = len(frame), int(keep.sum()), int(correct[keep].sum())
-        threshold = hindsight_threshold(confidence, correct, target)
+        threshold = lowest_threshold_reaching(confidence, correct, target)  # with hindsight
         hind = confidence >= threshold
         rows.append(
             {

@@ -143,8 +143,8 @@ def read_predictions(
         output[[f"top_{k}_code" for k in range(1, TOP_K + 1)]].to_numpy(dtype=np.int64),
         output[[f"top_{k}_proba" for k in range(1, TOP_K + 1)]].to_numpy(dtype=np.float64),
         output["has_image"].to_numpy(dtype=bool),
-        notes,
         output["needs_review"].to_numpy(dtype=bool),
+        notes,
     )
 
 
@@ -152,18 +152,14 @@ def items_from_top(
     codes: np.ndarray,
     probs: np.ndarray,
     has_image: np.ndarray,
+    needs_review: np.ndarray,
     notes: Sequence[str] | None = None,
-    needs_review: np.ndarray | None = None,
 ) -> list[ItemPrediction]:
     """One `ItemPrediction` per row of the model's top-3 arrays: `codes` (n, 3), `probs`
-    (n, 3), `has_image` (n,) (the image was used), `needs_review` (n,) (default: the top-1
-    probability under `DEFAULT_REVIEW_THRESHOLD`); the predicted code is the top-1."""
+    (n, 3), `has_image` (n,) (the image was used), `needs_review` (n,) (the model's review
+    rule); the predicted code is the top-1."""
     used = [bool(x) for x in has_image.tolist()]
-    review = (
-        [bool(x) for x in needs_review.tolist()]
-        if needs_review is not None
-        else [float(p) < DEFAULT_REVIEW_THRESHOLD for p in probs[:, 0].tolist()]
-    )
+    review = [bool(x) for x in needs_review.tolist()]
     final_notes = resolve_notes(notes, used) if notes is not None else [""] * len(used)
     items: list[ItemPrediction] = []
     for row_codes, row_probs, image, note, flagged in zip(
@@ -207,7 +203,7 @@ def items_predictor(model: object) -> ItemsFn:
             if len(frame) == 0:
                 return []
             top = predict_top(frame)
-            return items_from_top(top.codes, top.probs, top.has_image, notes, top.needs_review)
+            return items_from_top(top.codes, top.probs, top.has_image, top.needs_review, notes)
 
         return from_classifier
     return items_from_output(as_predict_fn(model))  # type: ignore[arg-type]

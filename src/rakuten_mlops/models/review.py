@@ -160,7 +160,7 @@ def _fit(
     target: float,
 ) -> ReviewRule:
     if kind == "global":
-        return ReviewRule(target, kind, _threshold_for(confidence, correct, target))
+        return ReviewRule(target, kind, lowest_threshold_reaching(confidence, correct, target))
     overall = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
     overall.fit(confidence, correct.astype(np.float64))
     score = overall.predict(confidence)
@@ -174,7 +174,7 @@ def _fit(
         curves[int(code)] = curve
         weight = counts[int(code)] / (counts[int(code)] + SHRINK_PRODUCTS)
         score[members] = weight * curve.predict(confidence[members]) + (1 - weight) * score[members]
-    cut = _threshold_for(score, correct, target)
+    cut = lowest_threshold_reaching(score, correct, target)
     # The same cut on the global curve, for classes without held-out products.
     grid = np.unique(np.concatenate([confidence, [1.0]]))
     default = _first_reaching(grid, overall.predict(grid), cut)
@@ -186,7 +186,7 @@ def _fit(
     return ReviewRule(target, kind, default, thresholds)
 
 
-def _threshold_for(score: np.ndarray, correct: np.ndarray, target: float) -> float:
+def lowest_threshold_reaching(score: np.ndarray, correct: np.ndarray, target: float) -> float:
     """The lowest score whose products (score >= it) still reach `target` precision."""
     if len(score) == 0:
         return NEVER
