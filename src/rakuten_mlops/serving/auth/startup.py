@@ -113,6 +113,8 @@ def ensure_first_admin(session: Session, settings: Settings) -> User | None:
     username = settings.admin_username
     existing = get_user(session, username)
     if existing is not None:
+        if existing.role == "admin" and count_enabled_admins(session) > 0:
+            return None  # another replica created it between the two reads
         raise SecurityConfigError(
             f"no enabled admin exists and user {username!r} is not one: fix it with "
             "`rakuten-mlops users set-role` / `users create`"
