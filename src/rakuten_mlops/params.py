@@ -330,6 +330,12 @@ class GatePolicy:
             drives auto-acceptance, so a badly calibrated model is refused).
         min_improvement: the challenger must beat the champion's primary metric by at least
             this much (absolute); 0 means "at least as good".
+        max_test_regression: whatever the route to promotion, the challenger's primary
+            metric on the test split may fall at most this much below the champion's.
+        reviewed_significance: the challenger is also promoted when it is right
+            significantly more often than the champion on the held-out reviewed products
+            (exact McNemar test, two-sided p-value below this level).
+        min_reviewed: fewer held-out reviewed products than this: that route is not used.
     """
 
     __pydantic_config__ = _FORBID
@@ -339,6 +345,9 @@ class GatePolicy:
     min_macro_f1: Number = 0.0
     max_ece: Number = 0.15
     min_improvement: Number = 0.002
+    max_test_regression: Number = 0.005
+    reviewed_significance: Number = 0.05
+    min_reviewed: Count = 20
 
 
 @dataclass(frozen=True)

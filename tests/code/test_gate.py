@@ -5,8 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from sklearn.metrics import f1_score
 
-from rakuten_mlops.evaluation.gate import GateDecision, decide_promotion
+from rakuten_mlops.evaluation.gate import (
+    GateDecision,
+    ReviewedComparison,
+    compare_on_reviewed,
+    decide_promotion,
+)
 from rakuten_mlops.params import GatePolicy, ParamsError, parse_section
 
 POLICY = GatePolicy(min_weighted_f1=0.70, min_macro_f1=0.50, max_ece=0.10, min_improvement=0.01)
@@ -104,4 +110,82 @@ def test_policy_from_params_reads_known_keys_and_refuses_typos() -> None:
 
 def test_decision_serialises_to_json_ready_dict() -> None:
     decision = GateDecision(promote=False, reasons=["FAIL: x"])
-    assert decision.to_dict() == {"promote": False, "reasons": ["FAIL: x"]}
+    assert decision.to_dict() == {"promote": False, "reasons": ["FAIL: x"], "comparisons": {}}
+
+
+def reviewed(challenger_only: int, champion_only: int, both: int = 10) -> ReviewedComparison:
+    """A paired comparison: `both` right by both models, then the discordant products."""
+    truth = [1] * (both + challenger_only + champion_only)
+    champion = [1] * both + [2] * challenger_only + [1] * champion_only
+    challenger = [1] * both + [1] * challenger_only + [2] * champion_only
+    return compare_on_reviewed(truth, champion, challenger, champion_version=3)
+
+
+def test_reviewed_comparison_counts_pairs_and_tests_them() -> None:
+    comparison = reviewed(challenger_only=8, champion_only=1)
+    assert (comparison.n, comparison.challenger_correct, comparison.champion_correct) == (
+        19,
+        18,
+        11,
+    )
+    assert (comparison.challenger_only, comparison.champion_only) == (8, 1)
+    # Exact two-sided McNemar: 2 * P(X <= 1), X ~ Binomial(9, 1/2) = 2 * 10 / 512.
+    assert comparison.p_value == pytest.approx(20 / 512)
+    assert comparison.to_dict()["challenger_accuracy"] == pytest.approx(18 / 19)
+    truth = [1] * 19
+    challenger = [1] * 18 + [2]
+    assert comparison.challenger_weighted_f1 == pytest.approx(
+        f1_score(truth, challenger, average="weighted", zero_division=0)
+    )
+    assert comparison.champion_weighted_f1 < comparison.challenger_weighted_f1
+
+
+FLAT = {**GOOD, "weighted_f1": 0.80}
+REVIEWED_POLICY = GatePolicy(
+    min_weighted_f1=0.70,
+    min_macro_f1=0.50,
+    max_ece=0.10,
+    min_improvement=0.01,
+    max_test_regression=0.005,
+    reviewed_significance=0.05,
+    min_reviewed=15,
+)
+
+
+@pytest.mark.parametrize(
+    ("challenger_f1", "comparison", "promote"),
+    [
+        pytest.param(0.7998, reviewed(8, 1), True, id="flat-on-test-better-on-reviewed"),
+        pytest.param(0.7998, reviewed(5, 2), False, id="reviewed-gain-not-significant"),
+        pytest.param(0.7998, reviewed(1, 8), False, id="champion-better-on-reviewed"),
+        pytest.param(0.7900, reviewed(12, 0), False, id="significant-but-test-guard-fails"),
+        pytest.param(0.7998, reviewed(5, 0, both=2), False, id="too-few-reviewed-products"),
+        pytest.param(0.8200, reviewed(1, 8), True, id="better-on-test-is-enough"),
+    ],
+)
+def test_reviewed_traffic_is_a_second_route_behind_the_test_guard(
+    challenger_f1: float, comparison: ReviewedComparison, promote: bool
+) -> None:
+    decision = decide_promotion(
+        {**GOOD, "weighted_f1": challenger_f1}, FLAT, REVIEWED_POLICY, reviewed=comparison
+    )
+    assert decision.promote is promote
+    assert decision.comparisons["test"]["challenger"] == challenger_f1
+    assert decision.comparisons["reviewed"]["n"] == comparison.n
+    guard = [r for r in decision.reasons if "test split guard" in r]
+    assert len(guard) == 1
+    assert guard[0].startswith("FAIL" if challenger_f1 < 0.795 else "PASS")
+    if comparison.n < REVIEWED_POLICY.min_reviewed:
+        assert any("does not decide" in r for r in decision.reasons)
+    else:
+        assert any("McNemar p" in r for r in decision.reasons)
+
+
+def test_reviewed_traffic_never_overrides_the_thresholds() -> None:
+    decision = decide_promotion(
+        {**GOOD, "weighted_f1": 0.65},
+        {**GOOD, "weighted_f1": 0.65},
+        REVIEWED_POLICY,
+        reviewed=reviewed(20, 0),
+    )
+    assert decision.promote is False

@@ -136,6 +136,14 @@ def test_retrain_loop_is_guarded_idempotent_and_reloads_on_promotion(
     scores = kept.feedback_scores or {}
     holdout = kept.prepare["feedback"]["holdout"]
     assert holdout > 0 and scores["n"] == holdout
+    # The gate paired both models on the same held-out products (too few to decide here).
+    paired = (kept.gate or {})["comparisons"]["reviewed"]
+    assert paired["n"] == holdout and paired["champion_version"] == 1
+    assert paired["challenger_correct"] == round(scores["challenger"]["accuracy"] * holdout)
+    # The recent-feedback scores are the gate's own pairing, not a second scoring.
+    assert scores["challenger"]["weighted_f1"] == paired["challenger_weighted_f1"]
+    assert scores["champion"]["weighted_f1"] == paired["champion_weighted_f1"]
+    assert any("does not decide" in r for r in (kept.gate or {})["reasons"])
     assert scores["champion"]["version"] == 1 and scores["challenger"]["version"] == 2
     assert 0.0 <= scores["challenger"]["accuracy"] <= 1.0
     assert kept.reload == {"status": "not needed", "detail": "status is kept"}

@@ -225,12 +225,10 @@ def test_unloadable_champion_is_treated_as_absent_and_reported(
     client.create_model_version(name, source=str(empty), run_id=run.info.run_id)
     client.set_registered_model_alias(name, CHAMPION, "1")
 
-    metrics, note = evaluate_champion(
-        client, name, load_split(processed, "test"), EvaluationSettings()
-    )
-    assert metrics is None
-    assert note is not None
-    assert "champion v1 could not be evaluated" in note
+    champion = evaluate_champion(client, name, load_split(processed, "test"), EvaluationSettings())
+    assert champion.metrics is None and champion.version == 1
+    assert champion.note is not None
+    assert "champion v1 could not be evaluated" in champion.note
 
 
 def test_train_reports_missing_processed_data_without_traceback(tmp_path: Path) -> None:

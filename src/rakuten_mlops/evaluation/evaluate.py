@@ -296,7 +296,13 @@ def write_evaluation_reports(
         result.y_true, result.y_pred, result.labels, out_dir / CONFUSION_PNG
     )
     files[CALIBRATION_PNG] = plot_calibration_curve(result.calibration, out_dir / CALIBRATION_PNG)
-    files[COVERAGE_PNG] = plot_coverage_curve(result.coverage, out_dir / COVERAGE_PNG)
+    rule = (
+        result.metrics.get("auto_accept_coverage", math.nan),
+        result.metrics.get("auto_accept_precision", math.nan),
+    )
+    files[COVERAGE_PNG] = plot_coverage_curve(
+        result.coverage, out_dir / COVERAGE_PNG, rule=None if math.isnan(rule[0]) else rule
+    )
     coverage_csv = out_dir / COVERAGE_CSV
     result.coverage.to_csv(coverage_csv, index=False)
     files[COVERAGE_CSV] = coverage_csv

@@ -7,11 +7,12 @@
 2. guard: unless forced, stop ("skipped") when fewer than `data.feedback.min_new_labels`
    products arrived since the processed data was last prepared;
 3. `prepare`: the processed splits again, feedback merged into train, test unchanged;
-4. `train`: train, register (alias challenger) and apply the promotion gate on the fixed
-   test split; when a version was already trained on exactly these processed files and
-   parameters, that version and its decision are reused instead of training again;
+4. `train`: train, register (alias challenger) and apply the promotion gate: the fixed test
+   split, and the reviewed products held out from training (a paired McNemar test), see
+   `evaluation/gate.py`; when a version was already trained on exactly these processed
+   files and parameters, that version and its decision are reused instead of training again;
 5. both models (the champion before this run and the new version) scored on the held-out
-   recent feedback products, reported beside the gate (informative, not a gate);
+   recent feedback products: accuracy and weighted F1, reported with the decision;
 6. `reload`: when the new version was promoted, `POST /v1/admin/reload` on the service.
 
 The decision is written as JSON (`RetrainDecision`), read by the Airflow DAG.
@@ -166,8 +167,13 @@ def run_retrain(
             }
         if "train" in steps:
             _train(settings, params, processed_dir, decision, metrics_out, progress)
-            decision.feedback_scores = score_recent_feedback(
-                settings, processed_dir, decision.champion_before, decision.version
+            paired = ((decision.gate or {}).get("comparisons") or {}).get("reviewed")
+            decision.feedback_scores = (
+                feedback_scores_of_gate(paired, decision.version)
+                if paired
+                else score_recent_feedback(
+                    settings, processed_dir, decision.champion_before, decision.version
+                )
             )
         if "reload" in steps:
             decision.reload = _reload(decision, service_url, api_key)
@@ -345,13 +351,36 @@ def _alias_or_none(client: Any, name: str, alias: str) -> int | None:
         return None  # no registered model yet
 
 
+def feedback_scores_of_gate(paired: Mapping[str, Any], version: int | None) -> dict[str, Any]:
+    """The recent-feedback scores from the gate's paired comparison (`comparisons.reviewed`):
+    the gate has already run both models on the held-out products, no need to again."""
+    n = int(paired["n"])
+    return {
+        "n": n,
+        "note": "held-out recent feedback products",
+        **{
+            role: {
+                "version": model_version,
+                "n": n,
+                "accuracy": paired[f"{role}_accuracy"],
+                "weighted_f1": paired[f"{role}_weighted_f1"],
+            }
+            for role, model_version in (
+                ("champion", paired.get("champion_version")),
+                ("challenger", version),
+            )
+        },
+    }
+
+
 def score_recent_feedback(
     settings: Settings, processed_dir: Path, champion: int | None, challenger: int | None
 ) -> dict[str, Any]:
     """Accuracy and weighted F1 of both models on the held-out recent feedback products.
 
-    These products were never trained on (see `merge_feedback`); the numbers are reported
-    beside the gate, which still decides on the fixed test split.
+    These products were never trained on (see `merge_feedback`). Used when the gate did not
+    pair the two models on them (`feedback_scores_of_gate`): a version reused from an earlier
+    run, or no champion to compare with when it was trained.
     """
     from rakuten_mlops.data.prepare import load_feedback_holdout
     from rakuten_mlops.evaluation.evaluate import predict_frame

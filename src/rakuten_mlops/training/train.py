@@ -5,7 +5,8 @@
 1. load the processed train / val / test splits;
 2. fit `ProductClassifier(params["model"], seed=params["seed"])`;
 3. evaluate it on the test split (metrics, slices, branches, calibration, latency);
-4. evaluate the current champion on the SAME test split and apply the promotion gate;
+4. evaluate the current champion on the SAME test split and both models on the reviewed
+   products held out from training, then apply the promotion gate (`evaluation/gate.py`);
 5. log everything to one MLflow run (params, curves, fingerprints, artifacts, the model);
 6. register a new version with alias `challenger`, and move `champion` to it only when
    the gate passes;
@@ -47,7 +48,12 @@ from rakuten_mlops.evaluation.evaluate import (
     write_evaluation_reports,
     write_metrics_file,
 )
-from rakuten_mlops.evaluation.gate import GateDecision, decide_promotion
+from rakuten_mlops.evaluation.gate import (
+    GateDecision,
+    ReviewedComparison,
+    compare_on_reviewed,
+    decide_promotion,
+)
 from rakuten_mlops.evaluation.reports import plot_training_curves
 from rakuten_mlops.params import EvaluationSettings, parse_params
 from rakuten_mlops.registry.integrity import record_artifacts_digest
@@ -202,7 +208,7 @@ def _run_training(
     progress: bool,
     log_model: bool,
 ) -> TrainResult:
-    from rakuten_mlops.data.prepare import load_split
+    from rakuten_mlops.data.prepare import load_feedback_holdout, load_split
     from rakuten_mlops.models.pipeline import ProductClassifier
     from rakuten_mlops.models.pyfunc import log_pyfunc_model
 
@@ -248,11 +254,17 @@ def _run_training(
         evaluation = evaluate_classifier(classifier, splits[EVAL_SPLIT], eval_settings)
         durations["evaluate"] = time.perf_counter() - tick
 
-        champion_metrics, champion_note = evaluate_champion(
-            client, settings.model_name, splits[EVAL_SPLIT], eval_settings
+        reviewed = load_feedback_holdout(data_dir)
+        champion = evaluate_champion(
+            client, settings.model_name, splits[EVAL_SPLIT], eval_settings, reviewed=reviewed
         )
+        champion_metrics = champion.metrics
         decision = decide_promotion(
-            evaluation.metrics, champion_metrics, policy, champion_note=champion_note
+            evaluation.metrics,
+            champion_metrics,
+            policy,
+            champion_note=champion.note,
+            reviewed=compare_reviewed(classifier, reviewed, champion),
         )
         for reason in decision.reasons:
             logger.info("gate %s", reason)
@@ -352,10 +364,32 @@ def evaluate_classifier(
     )
 
 
+@dataclass(frozen=True)
+class ChampionEvaluation:
+    """The current champion measured beside the challenger.
+
+    Attributes:
+        metrics: its metrics on the test split (with `version`), None when unusable.
+        note: why there are no metrics (no champion, unloadable...).
+        version: its registry version, when there is one.
+        reviewed_codes: its answers on the held-out reviewed products (None: not asked).
+    """
+
+    metrics: dict[str, float] | None
+    note: str | None
+    version: int | None = None
+    reviewed_codes: np.ndarray | None = None
+
+
 def evaluate_champion(
-    client: MlflowClient, name: str, frame: pd.DataFrame, settings: EvaluationSettings
-) -> tuple[dict[str, float] | None, str | None]:
-    """Metrics of the current champion on `frame`, or None and why not.
+    client: MlflowClient,
+    name: str,
+    frame: pd.DataFrame,
+    settings: EvaluationSettings,
+    *,
+    reviewed: pd.DataFrame | None = None,
+) -> ChampionEvaluation:
+    """The current champion on `frame` (and on the `reviewed` products), or why not.
 
     A champion that cannot be loaded or fails to predict is reported, never fatal: the
     challenger is then judged on the thresholds alone.
@@ -365,20 +399,49 @@ def evaluate_champion(
     try:
         version = get_alias_version(client, name, CHAMPION)
     except RakutenError:
-        return None, "no registered model yet"
+        return ChampionEvaluation(None, "no registered model yet")
     if version is None:
-        return None, "no champion yet"
+        return ChampionEvaluation(None, "no champion yet")
     logger.info("evaluating champion v%d on the same split", version)
     try:
-        model = load_pyfunc_model(f"models:/{name}@{CHAMPION}")
-        predictions = predict_frame(as_predict_fn(model), frame)
+        predict = as_predict_fn(load_pyfunc_model(f"models:/{name}@{CHAMPION}"))
+        predictions = predict_frame(predict, frame)
+        reviewed_codes = None
+        if reviewed is not None and not reviewed.empty:
+            reviewed_codes = predict_frame(predict, reviewed)["prdtypecode"].to_numpy(np.int64)
     except RakutenError as exc:
         logger.warning("champion v%d unusable: %s", version, exc)
-        return None, f"champion v{version} could not be evaluated ({exc}); treated as absent"
+        note = f"champion v{version} could not be evaluated ({exc}); treated as absent"
+        return ChampionEvaluation(None, note, version)
     result = evaluate_predictions(
         frame, predictions, split=EVAL_SPLIT, settings=settings, labels=list(PRODUCT_CODES)
     )
-    return {**result.metrics, "version": float(version)}, None
+    return ChampionEvaluation(
+        {**result.metrics, "version": float(version)}, None, version, reviewed_codes
+    )
+
+
+def compare_reviewed(
+    classifier: Any, reviewed: pd.DataFrame, champion: ChampionEvaluation
+) -> ReviewedComparison | None:
+    """Champion vs challenger on the held-out reviewed products (None: nothing to pair)."""
+    if reviewed.empty or champion.reviewed_codes is None:
+        return None
+    challenger_codes = predict_frame(classifier.predict, reviewed)["prdtypecode"]
+    comparison = compare_on_reviewed(
+        reviewed[TARGET_COL].to_numpy(np.int64),
+        champion.reviewed_codes,
+        challenger_codes.to_numpy(np.int64),
+        champion_version=champion.version,
+    )
+    logger.info(
+        "reviewed traffic: %d held-out products, challenger right on %d, champion v%s on %d",
+        comparison.n,
+        comparison.challenger_correct,
+        champion.version,
+        comparison.champion_correct,
+    )
+    return comparison
 
 
 def _log_run_context(
@@ -452,6 +515,15 @@ def _log_evaluation(
                 f"champion_{EVAL_SPLIT}_{k}": v
                 for k, v in champion_metrics.items()
                 if not math.isnan(v)
+            }
+        )
+    reviewed = decision.comparisons.get("reviewed")
+    if reviewed:
+        mlflow.log_metrics(
+            {
+                f"reviewed_{k}": float(v)
+                for k, v in reviewed.items()
+                if k != "champion_version" and v is not None
             }
         )
     mlflow.set_tags(
