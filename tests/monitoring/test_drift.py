@@ -148,3 +148,24 @@ def test_vocabulary_from_a_served_model(tiny_served_model: tuple[Path, Path]) ->
     assert vocabulary is not None and len(vocabulary) > 20
     assert all(" " not in word and word == word.lower() for word in vocabulary)
     assert vocabulary_from_model(object()) is None
+
+
+def test_descriptions_cut_short_drift_the_description_text_only(
+    sample_products: pd.DataFrame,
+) -> None:
+    """A real shift in text length alone (same products, descriptions cut to 200
+    characters) is named as what it is: description text; titles, images and the class
+    mix are not blamed, so the drift does not saturate every column."""
+    described = sample_products[sample_products["description"].fillna("").str.strip().ne("")]
+    reference, current = _halves(described, seed=4)
+    current = current.assign(description=current["description"].str.slice(0, 200))
+    summary = compare_to_reference(current.sample(1500, random_state=1), reference).summary
+    drifted = set(summary["drifted_columns"])
+    assert {"description_length", "description_words"} <= drifted
+    assert all(column.startswith("description_") for column in drifted), drifted
+    assert summary["drift_share"] < 0.5
+    assert summary["modalities"]["text"]["drifted"] == summary["drifted_columns"]
+    assert summary["modalities"]["missing fields"]["drifted"] == []
+    assert summary["modalities"]["model answers"]["drifted"] == []
+    assert summary["explanation"].startswith("drift in text (description_length")
+    assert summary["affected_classes"] == []  # no model: no confidence to compare

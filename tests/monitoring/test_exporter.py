@@ -50,7 +50,13 @@ def _add_drift_run(url: str, *, drift: bool, at: datetime) -> None:
             drift_share=0.6 if drift else 0.1,
             drifted_columns=["title_upper_share"] if drift else [],
             column_scores={"title_upper_share": 0.8, "title_length": 0.02},
-            summary={"columns": {"predicted_class": {"reference": {"10": 0.25, "2583": 0.75}}}},
+            summary={
+                "columns": {"predicted_class": {"reference": {"10": 0.25, "2583": 0.75}}},
+                "modalities": {
+                    "text": {"compared": 10, "drifted": ["title_upper_share"], "drift_share": 0.1}
+                },
+                "affected_classes": [{"code": 2583, "name": "Piscine", "change": -0.3}],
+            },
             current_rows=500,
         )
         session.commit()
@@ -88,6 +94,9 @@ def test_gauges_from_the_latest_drift_run_and_rolling_quality(
     stamp = samples[("rakuten_drift_last_run_timestamp_seconds", ())]
     assert stamp == pytest.approx((now - timedelta(hours=1)).timestamp(), abs=2)
     assert samples[("rakuten_drift_reference_class_share", (("prdtypecode", "2583"),))] == 0.75
+    assert samples[("rakuten_drift_modality_share", (("modality", "text"),))] == 0.1
+    hurt = (("category", "Piscine"), ("prdtypecode", "2583"))
+    assert samples[("rakuten_drift_class_precision_change", hurt)] == pytest.approx(-0.3)
     key = (("model_version", "3"), ("variant", "champion"))
     assert samples[("rakuten_online_labels", key)] == 20
     assert samples[("rakuten_online_weighted_f1", key)] == pytest.approx(1.0)

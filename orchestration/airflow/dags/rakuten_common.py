@@ -203,6 +203,8 @@ def needs_retrain(
         columns = ", ".join(map(str, drift.get("drifted_columns") or [])) or "none"
         if drift.get("dataset_drift"):
             reasons.append(f"dataset drift detected (share {share:.2f}; columns: {columns})")
+            if drift.get("explanation"):
+                reasons.append(f"what changed: {drift['explanation']}")
         elif share >= limits.drift_share_max:
             reasons.append(
                 f"drift share {share:.2f} >= {limits.drift_share_max:.2f} (columns: {columns})"

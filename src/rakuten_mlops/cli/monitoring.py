@@ -103,6 +103,7 @@ def drift(
         console.print(
             f"  {name:<26} {entry['method'] or '':<16} {score:>9}  {mark}", highlight=False
         )
+    console.print(f"why: {summary['explanation']}", highlight=False, soft_wrap=True)
     console.print(f"report: {check.html_path}\nsummary: {check.json_path}", highlight=False)
 
 

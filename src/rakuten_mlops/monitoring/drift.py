@@ -40,6 +40,7 @@ from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 
 from rakuten_mlops.errors import DataError
+from rakuten_mlops.monitoring.attribution import attribution_summary
 from rakuten_mlops.schema import TARGET_COL
 
 # Descriptors of one text field, in column order (prefixed with `title_` / `description_`).
@@ -431,7 +432,8 @@ def summarize_drift(
 
     Keys: `dataset_drift` (bool), `drift_share` (share of drifted columns),
     `drift_share_threshold`, `drifted_columns`, `columns` (per column: `score`, `method`,
-    `threshold`, `drifted`, and the current / reference mean), `window` (ISO `start`, `end`
+    `threshold`, `drifted`, and the current / reference mean), `modalities`,
+    `affected_classes` and `explanation` (`monitoring/attribution.py`), `window` (ISO `start`, `end`
     or None), `rows` (`current`, `reference`), `skipped_columns` (not compared: no values
     on one side, or one and the same value on both, such as `title_missing`).
     """
@@ -462,6 +464,8 @@ def summarize_drift(
         "drift_share_threshold": options.drift_share,
         "drifted_columns": drifted,
         "columns": ordered,
+        # What drifted by modality, the classes whose estimated precision fell, one sentence.
+        **attribution_summary(ordered, current, reference),
         "skipped_columns": [c for c in DRIFT_COLUMNS if c not in ordered],
         "window": {
             "start": window[0].isoformat() if window else None,

@@ -10,6 +10,8 @@ once per `cache_s` seconds (scrapes are frequent, the numbers change daily or pe
 Metric names (team contract): `rakuten_drift_detected`, `rakuten_drift_share`,
 `rakuten_drift_column_score{column}`, `rakuten_drift_last_run_timestamp_seconds`,
 `rakuten_drift_reference_class_share{prdtypecode}` (the class mix the dashboards compare with),
+`rakuten_drift_modality_share{modality}`, `rakuten_drift_class_precision_change{prdtypecode,
+category}` (what drifted, and whom it hurts: `monitoring/attribution.py`),
 `rakuten_online_weighted_f1{variant,model_version}`,
 `rakuten_online_labels{variant,model_version}`,
 `rakuten_expected_accuracy{variant,model_version}`,
@@ -63,6 +65,10 @@ class LatestDrift:
     column_scores: dict[str, float] = field(default_factory=dict)
     # Share of each predicted class in the drift reference (what "training" looks like).
     reference_class_shares: dict[str, float] = field(default_factory=dict)
+    # Share of the compared columns that drifted, per modality (`attribution.MODALITIES`).
+    modality_shares: dict[str, float] = field(default_factory=dict)
+    # Affected classes: (code, category name) -> change of their estimated precision.
+    class_precision_changes: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,10 @@ def build_metric_families(state: MonitoringState) -> list[Metric]:
             by_name["rakuten_drift_column_score"].add_metric([column], score)
         for code, share in sorted(drift.reference_class_shares.items()):
             by_name["rakuten_drift_reference_class_share"].add_metric([code], share)
+        for modality, share in sorted(drift.modality_shares.items()):
+            by_name["rakuten_drift_modality_share"].add_metric([modality], share)
+        for (code, name), change in sorted(drift.class_precision_changes.items()):
+            by_name["rakuten_drift_class_precision_change"].add_metric([code, name], change)
     for row in state.quality:
         labels = [row.variant, row.model_version]
         by_name["rakuten_online_labels"].add_metric(labels, float(row.labels))
@@ -172,6 +182,18 @@ def _families() -> list[GaugeMetricFamily]:
             "rakuten_drift_reference_class_share",
             "Share of each class in the drift reference (predicted, or labelled without a model)",
             labels=["prdtypecode"],
+        ),
+        GaugeMetricFamily(
+            "rakuten_drift_modality_share",
+            "Share of the compared columns that drifted in the latest run, per modality "
+            "(text, missing fields, model answers)",
+            labels=["modality"],
+        ),
+        GaugeMetricFamily(
+            "rakuten_drift_class_precision_change",
+            "Change of the estimated precision (calibrated confidence) of a predicted class "
+            "whose precision fell in the latest drift run, against the model's held-out answers",
+            labels=["prdtypecode", "category"],
         ),
         GaugeMetricFamily(
             "rakuten_online_weighted_f1",
@@ -219,7 +241,8 @@ def load_monitoring_state(engine: Engine, *, quality_window: timedelta) -> Monit
             created = (
                 run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
             )
-            classes = (run.summary or {}).get("columns", {}).get(_CLASS_COLUMN, {})
+            summary = run.summary or {}
+            classes = summary.get("columns", {}).get(_CLASS_COLUMN, {})
             shares = classes.get("reference") if isinstance(classes, dict) else None
             drift = LatestDrift(
                 created_at=created.timestamp(),
@@ -231,6 +254,16 @@ def load_monitoring_state(engine: Engine, *, quality_window: timedelta) -> Monit
                     if isinstance(shares, dict)
                     else {}
                 ),
+                modality_shares={
+                    str(name): float(group.get("drift_share", 0.0))
+                    for name, group in (summary.get("modalities") or {}).items()
+                    if isinstance(group, dict)
+                },
+                class_precision_changes={
+                    (str(c.get("code")), str(c.get("name"))): float(c.get("change", 0.0))
+                    for c in summary.get("affected_classes") or []
+                    if isinstance(c, dict)
+                },
             )
         return MonitoringState(drift=drift, quality=quality, estimates=estimates)
 
