@@ -149,8 +149,17 @@ def registry_versions(tiny_model: TinyModel, tmp_path: Path) -> MlflowClient:
     for metric in (0.71, 0.74):
         with mlflow.start_run(experiment_id=experiment):
             mlflow.log_metric("test_weighted_f1", metric)
+            if metric == 0.71:  # v1's evaluation has a precision-coverage curve
+                mlflow.log_text(
+                    "threshold,coverage,accuracy,accepted\n0.0,1.0,0.8,10\n"
+                    "0.5,0.6,0.95,6\n0.99,0.0,,0\n",
+                    "evaluation/accuracy_vs_coverage.csv",
+                )
             log_pyfunc_model(tiny_model.classifier, example, registered_model_name=MODEL_NAME)
     client = MlflowClient()
+    client.set_model_version_tag(
+        MODEL_NAME, "2", "gate.reasons", "PASS: challenger weighted_f1 0.74\nINFO: no champion"
+    )
     promote_version(client, MODEL_NAME, 1)
     set_challenger(client, MODEL_NAME, 2)
     return client
@@ -169,6 +178,14 @@ def test_registry_aliases_are_resolved_and_followed(
     assert (model["version"], model["alias"], model["name"]) == ("1", "champion", MODEL_NAME)
     assert model["metrics"]["test_weighted_f1"] == pytest.approx(0.71)
     assert model["challenger"]["version"] == "2"
+    assert model["gate_reasons"] == []
+    models = app_of(client).state.models
+    assert models.champion.coverage_curve == [(1.0, 0.8), (0.6, 0.95)]
+    assert models.challenger.coverage_curve == []  # v2's run has no evaluation files
+    assert model["challenger"]["gate_reasons"] == [
+        "PASS: challenger weighted_f1 0.74",
+        "INFO: no champion",
+    ]
     assert (
         client.post("/v1/predict", data={"designation": "Roman"}).json()["model"]["version"] == "1"
     )

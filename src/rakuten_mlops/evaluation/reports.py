@@ -83,8 +83,16 @@ def plot_calibration_curve(curve: CalibrationCurve, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_coverage_curve(curve: pd.DataFrame, path: Path) -> Path:
-    """Write accuracy of the auto-accepted items vs the share auto-accepted as a PNG."""
+def plot_coverage_curve(
+    curve: pd.DataFrame, path: Path, rule: tuple[float, float] | None = None
+) -> Path:
+    """Write precision of the auto-accepted items vs the share auto-accepted as a PNG.
+
+    Args:
+        curve: one row per confidence threshold (`compute_coverage_curve`).
+        rule: (coverage, precision) of the model's own review rule on the same products,
+            drawn as a star: where the model stands on the curve.
+    """
     fig = Figure(figsize=(6.5, 5))
     ax = fig.add_subplot()
     ordered = curve.sort_values("coverage")
@@ -97,10 +105,18 @@ def plot_coverage_curve(curve: pd.DataFrame, path: Path) -> Path:
             ax.annotate(
                 f"p >= {threshold:.1f}", (x, y), textcoords="offset points", xytext=(5, -12)
             )
+    if rule is not None and not any(np.isnan(v) for v in rule):
+        ax.scatter([rule[0]], [rule[1]], marker="*", s=220, color="tab:orange", zorder=4)
+        ax.annotate(
+            f"review rule: {rule[1]:.1%} at {rule[0]:.0%} coverage",
+            rule,
+            textcoords="offset points",
+            xytext=(-150, 12),
+        )
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("coverage (share auto-accepted)")
-    ax.set_ylabel("accuracy of auto-accepted items")
-    ax.set_title("Accuracy vs coverage by confidence threshold")
+    ax.set_ylabel("precision of the auto-accepted items")
+    ax.set_title("Precision vs coverage by confidence threshold")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

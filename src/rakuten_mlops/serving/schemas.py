@@ -222,6 +222,10 @@ class ModelInfo(BaseModel):
     run_id: str | None
     uri: str
     metrics: dict[str, float]
+    gate_reasons: list[str] = Field(
+        default_factory=list,
+        description="why the promotion gate promoted or kept this version (PASS/FAIL/INFO)",
+    )
     loaded_at: datetime
 
 

@@ -68,3 +68,50 @@ def accuracy_chart(
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def coverage_chart(
+    points: Sequence[tuple[float, float]],
+    rule: tuple[float, float] | None = None,
+    title: str = "Precision of the auto-accepted products vs the share auto-accepted",
+) -> Markup:
+    """The precision-coverage curve of a model's test evaluation (one point per confidence
+    threshold) and, as a larger dot, where its review rule stands. Precision runs from 50 %
+    (bottom) to 100 %, coverage from 0 to 100 %."""
+    if not points:
+        return Markup('<p class="empty">No precision-coverage curve for this model.</p>')
+    floor = 0.5
+
+    def x(coverage: float) -> float:
+        return LEFT + coverage * (WIDTH - LEFT - RIGHT)
+
+    def y(precision: float) -> float:
+        return _y((max(precision, floor) - floor) / (1.0 - floor))
+
+    parts: list[str] = [
+        f'<svg class="chart coverage" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(title)}" preserveAspectRatio="xMidYMid meet">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for tick in (0.5, 0.75, 0.9, 1.0):
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" y1="{y(tick):.1f}" x2="{WIDTH - RIGHT}" '
+            f'y2="{y(tick):.1f}"/><text class="tick" x="{LEFT - 6}" y="{y(tick) + 4:.1f}" '
+            f'text-anchor="end">{tick:.0%}</text>'
+        )
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(
+            f'<text class="tick" x="{x(tick):.1f}" y="{HEIGHT - 12}" text-anchor="middle">'
+            f"{tick:.0%} accepted</text>"
+        )
+    ordered = sorted(points)
+    path = " ".join(f"{x(c):.1f},{y(p):.1f}" for c, p in ordered)
+    parts.append(f'<polyline class="line" points="{path}"/>')
+    if rule is not None:
+        label = f"review rule: {rule[1]:.1%} right at {rule[0]:.0%} auto-accepted"
+        parts.append(
+            f'<circle class="dot rule" cx="{x(rule[0]):.1f}" cy="{y(rule[1]):.1f}" r="6">'
+            f"<title>{escape(label)}</title></circle>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))

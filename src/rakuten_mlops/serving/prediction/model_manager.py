@@ -64,6 +64,11 @@ class LoadedModel:
     loaded_at: datetime
     predict: PredictFn | None = field(default=None, repr=False, compare=False)
     metrics: dict[str, float] = field(default_factory=dict)
+    # Why the promotion gate promoted or kept this version (its `gate.reasons` tag).
+    gate_reasons: list[str] = field(default_factory=list)
+    # (coverage, precision) of the auto-accepted test products per confidence threshold,
+    # from the run's evaluation (the console's Model page draws it).
+    coverage_curve: list[tuple[float, float]] = field(default_factory=list)
     # The same predictions read straight from the model (`model_io.items_predictor`); None:
     # through `predict`'s output DataFrame.
     predict_items: ItemsFn | None = field(default=None, repr=False, compare=False)
@@ -131,6 +136,7 @@ class ModelSource:
     run_id: str | None
     metrics: dict[str, float]
     tags: dict[str, str] = field(default_factory=dict)
+    coverage_curve: list[tuple[float, float]] = field(default_factory=list)
 
 
 def challenger_uri(settings: Settings) -> str | None:
@@ -181,6 +187,7 @@ def resolve_source(uri: str, settings: Settings) -> ModelSource:
             run_id=mv.run_id or None,
             metrics=metrics,
             tags=dict(mv.tags or {}),
+            coverage_curve=_coverage_curve(mv.run_id) if mv.run_id else [],
         )
     local = Path(uri)
     run_id: str | None = None
@@ -194,6 +201,24 @@ def resolve_source(uri: str, settings: Settings) -> ModelSource:
     return ModelSource(
         uri=uri, load_uri=uri, name=name, version=None, alias=None, run_id=run_id, metrics={}
     )
+
+
+def _coverage_curve(run_id: str) -> list[tuple[float, float]]:
+    """The run's precision-coverage points, or none when it has no evaluation artifact."""
+    import mlflow
+    import pandas as pd
+
+    from rakuten_mlops.evaluation.evaluate import COVERAGE_CSV
+
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"evaluation/{COVERAGE_CSV}"
+        )
+        frame = pd.read_csv(path).dropna(subset=["coverage", "accuracy"])
+    except Exception as exc:  # a chart is not worth failing a model load for
+        logger.info("no precision-coverage curve for run %s: %s", run_id, exc)
+        return []
+    return [(float(c), float(a)) for c, a in zip(frame["coverage"], frame["accuracy"], strict=True)]
 
 
 def local_model(source: ModelSource, settings: Settings) -> tuple[str, Path | None]:
@@ -247,6 +272,8 @@ def load_model(uri: str, variant: Variant, settings: Settings) -> LoadedModel:
         run_id=source.run_id,
         loaded_at=datetime.now(UTC),
         metrics=source.metrics,
+        gate_reasons=(source.tags.get("gate.reasons") or "").splitlines(),
+        coverage_curve=source.coverage_curve,
         predict_items=predict_items,
         process=process,
         local_dir=local_dir,

@@ -20,6 +20,7 @@ def model_info(model: LoadedModel) -> ModelInfo:
         run_id=model.run_id,
         uri=model.uri,
         metrics=model.metrics,
+        gate_reasons=model.gate_reasons,
         loaded_at=model.loaded_at,
     )
 
@@ -39,3 +40,13 @@ def models_in_service(models: ModelManager) -> ModelResponse:
         challenger_share=models.settings.challenger_share,
         challenger=model_info(challenger) if challenger is not None else None,
     )
+
+
+def review_rule_point(model: LoadedModel | None) -> tuple[float, float] | None:
+    """(coverage, precision) of a model's review rule on its test split, from its run's
+    metrics (None: a model without them, such as one served from a directory)."""
+    if model is None:
+        return None
+    coverage = model.metrics.get("test_auto_accept_coverage")
+    precision = model.metrics.get("test_auto_accept_precision")
+    return None if coverage is None or precision is None else (coverage, precision)

@@ -9,11 +9,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from rakuten_mlops.db import crud_console
 from rakuten_mlops.serving.console.access import AdminDep, ConsoleRoute, CsrfDep, ReviewerDep
-from rakuten_mlops.serving.console.charts import accuracy_chart
+from rakuten_mlops.serving.console.charts import accuracy_chart, coverage_chart
 from rakuten_mlops.serving.console.rendering import render
 from rakuten_mlops.serving.deps import ModelsDep, SessionDep
 from rakuten_mlops.serving.prediction.reloading import start_reload
-from rakuten_mlops.serving.services.models import model_info
+from rakuten_mlops.serving.services.models import model_info, review_rule_point
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute)
 ACCURACY_DAYS = 90
@@ -31,6 +31,8 @@ def model_page(
     points = crud_console.daily_accuracy(session, since)
     reviewed = sum(p.reviewed for p in points)
     correct = sum(p.correct for p in points)
+    champion = models.champion
+    rule = review_rule_point(champion)
     return render(
         request,
         "model.html",
@@ -40,6 +42,8 @@ def model_page(
             "challenger_mode": models.settings.challenger_mode,
             "reload": models.status,
             "chart": accuracy_chart(points),
+            "coverage_chart": coverage_chart(champion.coverage_curve, rule) if champion else None,
+            "rule": rule,
             "reviewed": reviewed,
             "accuracy": correct / reviewed if reviewed else None,
             "days": ACCURACY_DAYS,
