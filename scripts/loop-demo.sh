@@ -13,6 +13,9 @@
 #   DEMO_RATE_LIMIT (1000/minute: the service's RAKUTEN_RATE_LIMIT_PREDICT and
 #   RAKUTEN_RATE_LIMIT_API, the latter counting the reviewers' feedback, for the demo),
 #   DEMO_FORCE (0: 1 trains even with fewer new labels than data.feedback.min_new_labels).
+#   DEMO_DRIFT ("new-merchant no-images": the `simulate traffic --drift` kinds; a new
+#   merchant's products are what reviewed traffic can teach and the test split cannot
+#   show; "capitals no-description no-images" is the drift of the earlier recorded runs).
 #   DEMO_PROMETHEUS_INTERVAL (2s), DEMO_DATABASE_URL (sqlite:///DEMO_DIR/service.db).
 # The service keeps its records in DEMO_DIR/service.db (keep it between runs: the feedback
 # export's watermark is a feedback id of that database).
@@ -168,9 +171,10 @@ prom wait-up || { tail -20 "$DIR/prometheus/prometheus.log"; exit 1; }
 echo "  target up; alerts before the traffic:"
 prom alerts
 
-echo "== 2. drifted traffic (titles in capitals, no description, no image) + reviewers' feedback"
-RAKUTEN_SERVICE_API_KEY="$SIM_KEY" "$CLI" simulate traffic \
-  --drift capitals --drift no-description --drift no-images \
+DRIFT_ARGS=()
+for drift in ${DEMO_DRIFT:-new-merchant no-images}; do DRIFT_ARGS+=(--drift "$drift"); done
+echo "== 2. drifted traffic (${DEMO_DRIFT:-new-merchant no-images}) + reviewers' feedback"
+RAKUTEN_SERVICE_API_KEY="$SIM_KEY" "$CLI" simulate traffic "${DRIFT_ARGS[@]}" \
   --limit "${DEMO_LIMIT:-300}" --rate "${DEMO_RATE:-20}" --feedback-share "${DEMO_FEEDBACK:-0.5}" \
   --summary-out "$DIR/traffic.json"
 # A canary: plain traffic during the retraining and the reload; its errors must stay 0.

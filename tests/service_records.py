@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from rakuten_mlops.db import crud_monitoring
 from rakuten_mlops.db.migrate import upgrade_database
-from rakuten_mlops.db.models import Feedback, Prediction
+from rakuten_mlops.db.models import Feedback, Prediction, new_prediction_id
 from rakuten_mlops.db.session import make_engine, make_session_factory
 from rakuten_mlops.serving.auth import users
 
@@ -67,33 +67,39 @@ class ServiceRecords:
             name: str(int(product[name])) if product.get(name) is not None else None
             for name in ("productid", "imageid")
         }
-        row = Prediction(
-            created_at=self._tick(),
-            designation=product["designation"],
-            description=product.get("description") or None,
+        values: dict[str, Any] = {
+            "created_at": self._tick(),
+            "designation": product["designation"],
+            "description": product.get("description") or None,
             **ids,
-            image_path=product.get("image_path") or None,
-            has_image=bool(product.get("image_path")),
-            model_name="rakuten-product-classifier",
-            model_version="1",
-            model_alias="champion",
-            variant="champion",
-            shadow=False,
-            prdtypecode=code,
-            confidence=0.5,
-            top3=[],
-            needs_review=True,
-            latency_ms=3.0,
-            username=CLIENT if self.with_users else "anonymous",
-            **extra,
-        )
+            "image_path": product.get("image_path") or None,
+            "has_image": bool(product.get("image_path")),
+            "model_name": "rakuten-product-classifier",
+            "model_version": "1",
+            "model_alias": "champion",
+            "variant": "champion",
+            "shadow": False,
+            "prdtypecode": code,
+            "confidence": 0.5,
+            "top3": [],
+            "needs_review": True,
+            "latency_ms": 3.0,
+            "username": CLIENT if self.with_users else "anonymous",
+        }
+        # A Core insert names only these columns (see `add_feedback`).
+        row = {"id": new_prediction_id(), **values, **extra}
         with self.sessions() as session:
-            session.add(row)
+            session.execute(sa.insert(Prediction.__table__).values(**row))
             session.commit()
-            return row.id
+        return str(row["id"])
 
-    def add_feedback(self, prediction_id: str, code: int, username: str | None = None) -> int:
-        """Record a correction by `username` (default: `REVIEWER`); returns the feedback id."""
+    def add_feedback(
+        self, prediction_id: str, code: int, username: str | None = None, **extra: Any
+    ) -> int:
+        """Record a correction by `username` (default: `REVIEWER`); returns the feedback id.
+
+        `extra`: more columns (e.g. `kind`, migration 0006).
+        """
         # A Core insert names only these columns: it also works on a database migrated to an
         # older revision than the ORM model (columns added later are left out).
         statement = sa.insert(Feedback.__table__).values(
@@ -101,6 +107,7 @@ class ServiceRecords:
             prdtypecode=code,
             username=username or (REVIEWER if self.with_users else "anonymous"),
             created_at=self._tick(),
+            **extra,
         )
         with self.sessions() as session:
             result = session.execute(statement)

@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     console_cookie_samesite: Literal["lax", "strict"] = "strict"
     # Items per page of the review queue and the corrections history.
     console_page_size: int = Field(default=20, ge=1, le=200)
+    # Reviews the team can do in a day: the queue shows done / budget (0: no budget).
+    review_budget_per_day: int = Field(default=200, ge=0, le=1_000_000)
+    # Share of the reviewed predictions drawn for a blind second review by another
+    # reviewer (their agreement, Cohen's kappa, is on the console's Agreement page).
+    review_second_share: float = Field(default=0.1, ge=0.0, le=1.0)
 
     @field_validator("console_cookie_secure", "api_docs", mode="before")
     @classmethod

@@ -12,7 +12,12 @@ import pytest
 
 from factories import make_products
 from rakuten_mlops.errors import DataError, RakutenError
-from rakuten_mlops.simulation.traffic import apply_drift, load_traffic, simulate_traffic
+from rakuten_mlops.simulation.traffic import (
+    apply_drift,
+    load_traffic,
+    merchant_reference,
+    simulate_traffic,
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +101,21 @@ def test_drifts_change_the_products_as_described(products: pd.DataFrame) -> None
     assert len(feed) == 50  # cycled past the 40 products
     with pytest.raises(DataError, match="unknown drift"):
         apply_drift(products, ["typos"], size=5)
+
+
+def test_a_new_merchant_sends_its_own_reference_per_class(products: pd.DataFrame) -> None:
+    merchant = apply_drift(products, ["new-merchant"], size=40, seed=1)
+    references = merchant["designation"].str.split().str[0]
+    assert references.str.fullmatch(r"MK-[0-9A-F]{4}").all()
+    # One reference per class, different across classes, then at most three title words.
+    by_class = references.groupby(merchant["prdtypecode"]).nunique()
+    assert (by_class == 1).all()
+    assert references.nunique() == merchant["prdtypecode"].nunique()
+    assert merchant["designation"].str.split().str.len().le(4).all()
+    assert merchant["description"].eq("").all()
+    assert merchant_reference(2583) == merchant_reference(2583) != merchant_reference(10)
+    with pytest.raises(DataError, match="new-merchant needs labelled products"):
+        apply_drift(products.assign(prdtypecode=pd.NA), ["new-merchant"], size=5)
 
 
 def test_bounded_by_time_and_errors_are_counted(products: pd.DataFrame) -> None:

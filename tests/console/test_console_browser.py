@@ -8,6 +8,8 @@ reports/screenshots/) and checked for labelled inputs, visible focus and console
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -86,6 +88,9 @@ def console_server(
         "RAKUTEN_RATE_LIMIT_TOKEN": "off",
         "RAKUTEN_RATE_LIMIT_API": "off",
         "RAKUTEN_RECORD_FLUSH_MS": "50",
+        # Every review goes to a second reviewer: the admin's test reviews one again.
+        "RAKUTEN_REVIEW_SECOND_SHARE": "1.0",
+        "RAKUTEN_REVIEW_BUDGET_PER_DAY": "200",
     }
     server = start_serve_process(env, tmp_path)
     engine = make_engine(database_url)
@@ -241,7 +246,7 @@ def test_reviewer_classifies_and_corrects_by_keyboard(
 
     # Queue: the classified product plus real French titles of the sample.
     seeded = _seed_queue(server.url, sample_dir, 3)
-    page.open("/console/queue")
+    page.open("/console/queue?order=oldest")
     page.wait(lambda d: d.find_elements(By.ID, "item-title"), "first queue item")
     assert page.text("#left-count") == "4" and page.text("#done-today") == "0"
     first_id = browser.find_element(By.CSS_SELECTOR, "article.item").get_attribute(
@@ -267,6 +272,10 @@ def test_reviewer_classifies_and_corrects_by_keyboard(
     browser.switch_to.active_element.send_keys("epicerie", Keys.ENTER)
     page.wait(lambda d: page.live_text("#done-today") == "2", "corrected")
     assert page.text("#left-count") == "2"
+    # The day's budget panel follows each review.
+    assert page.live_text("#budget-done") == "2 / 200"
+    assert "estimated right" in page.text("#catalogue-accuracy")
+    assert "reviews would fix about" in page.text("#hour-gain")
     page.check_page("queue-after-review")
 
     rows = _feedback_rows(database_url)
@@ -321,6 +330,22 @@ def test_admin_pages_and_a_client_refused(
     browser.find_element(By.ID, "reload-button").click()
     page.wait(lambda d: "Reload started" in d.page_source, "reload started")
     page.check_page("model-admin")
+
+    # The admin second-reviews rita's accepted product (drawn: share 1.0) by picking the
+    # second of the top 3, then settles the disagreement and exports the audit trail.
+    page.open("/console/queue")
+    page.wait(lambda d: d.find_elements(By.ID, "second-review"), "a second review first")
+    browser.find_element(By.TAG_NAME, "body").send_keys("2")
+    page.wait(lambda d: not d.find_elements(By.ID, "second-review"), "second review saved")
+    page.open("/console/agreement")
+    page.wait(lambda d: d.find_elements(By.ID, "disagreements"), "agreement page")
+    assert "admin · rita" in page.text("#pair-table")
+    page.check_page("agreement")
+    browser.find_element(By.CSS_SELECTOR, "form.settle button").click()
+    page.wait(lambda d: "No open disagreement" in d.page_source, "settled")
+    audit = browser.execute_script("return await (await fetch('/console/audit.csv')).text();")
+    kinds = [row["kind"] for row in csv.DictReader(io.StringIO(audit))]
+    assert kinds[-2:] == ["second", "settle"] and kinds.count("review") >= 2
     browser.find_element(By.CSS_SELECTOR, ".signout button").click()
     page.wait(lambda d: "You are signed out." in d.page_source, "signed out")
 

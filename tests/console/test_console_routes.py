@@ -296,12 +296,12 @@ def test_review_by_accept_and_correction_goes_to_feedback(
     first = classify(console, "Piscine tubulaire ronde")
     second = classify(console, "Cartouche d'encre noire")
     csrf = sign_in(console, "rita")
-    page = console.get("/console/queue")
+    page = console.get("/console/queue?order=oldest")
     assert _ids_on(page.text)[0] == first["prediction_id"]  # oldest first
     assert re.search(r'id="left-count">2<', page.text)
     accepted = console.post(
         f"/console/queue/{first['prediction_id']}",
-        data={"prdtypecode": str(first["prdtypecode"]), "csrf_token": csrf},
+        data={"prdtypecode": str(first["prdtypecode"]), "csrf_token": csrf, "order": "oldest"},
         headers={"X-Console-Fragment": "1"},
     )
     assert accepted.status_code == 200
@@ -352,10 +352,10 @@ def test_queue_filters_order_and_pagination(
     client = start_console(console_settings(console_page_size=2))
     made = [classify(client, f"Produit numéro {i}") for i in range(5)]
     sign_in(client, "rita")
-    first_page = client.get("/console/queue")
+    first_page = client.get("/console/queue?order=oldest")
     assert re.search(r'id="left-count">5<', first_page.text)
     assert "Items 1–2 of 5" in first_page.text and 'rel="next"' in first_page.text
-    second_page = client.get("/console/queue?offset=2")
+    second_page = client.get("/console/queue?order=oldest&offset=2")
     assert _ids_on(second_page.text)[0] == made[2]["prediction_id"]
     assert 'rel="prev"' in second_page.text and "Items 3–4 of 5" in second_page.text
     last_page = client.get("/console/queue?offset=4")
@@ -501,9 +501,11 @@ def test_model_page_chart_drift_and_reload(console: TestClient, classify: Classi
                 drifted_columns=columns,
                 current_rows=800,
                 window=timedelta(days=7),
+                summary={"explanation": f"drift in text (title_length) on day {day}"},
             )
         session.commit()
     page = console.get("/console/model")
+    assert "drift in text (title_length) on day 1" in page.text  # the latest run's "why"
     assert '<svg class="chart"' in page.text and "100% right (1 of 1 reviewed)" in page.text
     assert "drift detected" in page.text and "drifted share 62.5 %" in page.text
     assert "designation, image_brightness" in page.text

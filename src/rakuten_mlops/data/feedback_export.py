@@ -257,7 +257,9 @@ def read_reviewed_feedback(
 
     Tables are reflected, not imported from the service code, so the export works on any
     migration level: a `username` column and a `users` table are used when they exist, and
-    an `undone_at` column (corrections a reviewer took back) is honoured when present.
+    an `undone_at` column (corrections a reviewer took back) is honoured when present, and
+    blind second reviews (`kind` "second") are left out: labels come from first reviews and
+    from the admins' settling of disagreements.
 
     Returns:
         The rows (columns `feedback_id`, `feedback_at`, `prediction_id`, `prdtypecode`,
@@ -301,6 +303,10 @@ def read_reviewed_feedback(
         )
         if "undone_at" in f:
             query = query.where(f.undone_at.is_(None))
+        if "kind" in f:
+            # A blind second review checks a label, it is not one: when it disagrees, the
+            # first reviewer's code stays the label until an admin settles (kind "settle").
+            query = query.where(f.kind != "second")
         rule = (
             "no `users` table in the service database: every feedback row is accepted "
             "(before the security migration every caller is the built-in admin)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,22 +74,80 @@ def latest_corrections(session: Session, prediction_ids: Sequence[str]) -> dict[
 
 
 def add_feedback(
-    session: Session, prediction_id: str, prdtypecode: int, username: str | None
+    session: Session,
+    prediction_id: str,
+    prdtypecode: int,
+    username: str | None,
+    *,
+    kind: str = "review",
 ) -> Feedback:
     """Store the correct code of a prediction (flushed; the caller commits).
 
     `previous_code` keeps the code in force before it (the latest correction still in
-    force, else the predicted code), for the console's history and undo.
+    force, else the predicted code), for the console's history and undo. `kind`: see
+    `begin_review`.
     """
     feedback = Feedback(
         prediction_id=prediction_id,
         prdtypecode=prdtypecode,
         username=username,
         previous_code=code_in_force(session, prediction_id),
+        kind=kind,
     )
     session.add(feedback)
     session.flush()
     return feedback
+
+
+def begin_review(
+    session: Session,
+    prediction: Prediction,
+    username: str | None,
+    *,
+    admin: bool,
+    second_share: float,
+) -> str:
+    """What a new review of `prediction` by `username` is, read from the reviews in force.
+
+    - "settle": an admin decides a prediction whose two reviewers disagree;
+    - "second": the blind second review of a prediction drawn for one, by another reviewer;
+    - "review": anything else (a first review, or a reviewer changing their own decision).
+
+    A first review (none in force) also draws whether the prediction goes to a second
+    reviewer (`draws_second_review`, with `second_share`), and marks it (the caller commits).
+    """
+    active = session.scalars(
+        select(Feedback)
+        .where(Feedback.prediction_id == prediction.id, Feedback.undone_at.is_(None))
+        .order_by(Feedback.id)
+    ).all()
+    if not active and draws_second_review(prediction.id, second_share):
+        prediction.second_review = True
+    latest = {row.kind: row for row in active}
+    disputed = (
+        "review" in latest
+        and "second" in latest
+        and latest["review"].prdtypecode != latest["second"].prdtypecode
+    )
+    if admin and disputed and "settle" not in latest:
+        return "settle"
+    if (
+        prediction.second_review
+        and "second" not in latest
+        and "settle" not in latest
+        and "review" in latest
+        and all(row.username != username for row in active if row.kind == "review")
+    ):
+        return "second"
+    return "review"
+
+
+def draws_second_review(prediction_id: str, share: float) -> bool:
+    """Whether a prediction goes to a second reviewer (a stable draw on its id)."""
+    if share <= 0:
+        return False
+    digest = hashlib.blake2b(f"second-review\x00{prediction_id}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2**64 < share
 
 
 def code_in_force(session: Session, prediction_id: str) -> int | None:

@@ -1,7 +1,8 @@
-"""Data-access functions of the review console: queue, progress, history, undo, accuracy.
+"""Data-access functions of the review console: queue, progress, history, undo, accuracy,
+reviewer agreement and the audit trail.
 
-Corrections themselves are written by `crud.add_feedback` (through the `POST /v1/feedback`
-route function), never here: the console reads, and undoes its users' own corrections.
+Corrections themselves are written by `crud.add_feedback` (through the service layer's
+`record_review`), never here: the console reads, and undoes its users' own corrections.
 """
 
 from __future__ import annotations
@@ -11,21 +12,28 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Select, and_, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from rakuten_mlops.db.models import Feedback, Prediction
 
-QueueOrder = Literal["oldest", "confidence"]
+# value: what a review is worth (module `serving/services/review_day.py`): predictions on
+# which champion and challenger disagree, then second reviews, then the least confident.
+QueueOrder = Literal["value", "oldest", "confidence"]
 
 
 @dataclass(frozen=True)
 class QueueFilters:
-    """Filters of the review queue (None: no filter)."""
+    """Filters of the review queue (None: no filter).
+
+    `reviewer`: whose queue it is; it then also holds the second reviews drawn from other
+    reviewers' decisions (never their own).
+    """
 
     prdtypecode: int | None = None
     day: date | None = None
-    order: QueueOrder = "oldest"
+    order: QueueOrder = "value"
+    reviewer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,18 +64,48 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _active_feedback_of_prediction() -> Any:
+def _active_feedback_of_prediction(
+    *kinds: str, by: str | None = None, not_by: str | None = None
+) -> ColumnElement[bool]:
+    """A feedback row in force on the prediction (of these kinds, by / not by this user)."""
+    conditions = [Feedback.prediction_id == Prediction.id, Feedback.undone_at.is_(None)]
+    if kinds:
+        conditions.append(Feedback.kind.in_(kinds))
+    if by is not None:
+        conditions.append(Feedback.username == by)
+    if not_by is not None:
+        conditions.append(or_(Feedback.username.is_(None), Feedback.username != not_by))
+    return exists().where(and_(*conditions))
+
+
+def _second_review_open(reviewer: str) -> ColumnElement[bool]:
+    """Drawn for a second review, first-reviewed by someone else, not yet second-reviewed."""
+    return and_(
+        Prediction.second_review.is_(True),
+        _active_feedback_of_prediction("review", not_by=reviewer),
+        ~_active_feedback_of_prediction("review", by=reviewer),
+        ~_active_feedback_of_prediction("second", "settle"),
+    )
+
+
+def challenger_disagrees() -> ColumnElement[bool]:
+    """The challenger's shadow answer to the same product of the same request differs."""
+    shadow = aliased(Prediction)
     return exists().where(
-        and_(Feedback.prediction_id == Prediction.id, Feedback.undone_at.is_(None))
+        shadow.shadow.is_(True),
+        shadow.request_id == Prediction.request_id,
+        shadow.designation == Prediction.designation,
+        shadow.prdtypecode != Prediction.prdtypecode,
     )
 
 
 def _queue_statement(statement: Select[Any], filters: QueueFilters) -> Select[Any]:
-    statement = statement.where(
-        Prediction.needs_review.is_(True),
-        Prediction.shadow.is_(False),
-        ~_active_feedback_of_prediction(),
+    waiting: ColumnElement[bool] = and_(
+        Prediction.needs_review.is_(True), ~_active_feedback_of_prediction()
     )
+    if filters.reviewer is not None:
+        waiting = or_(waiting, _second_review_open(filters.reviewer))
+    statement = statement.where(Prediction.shadow.is_(False), waiting)
     if filters.prdtypecode is not None:
         statement = statement.where(Prediction.prdtypecode == filters.prdtypecode)
     if filters.day is not None:
@@ -76,27 +114,54 @@ def _queue_statement(statement: Select[Any], filters: QueueFilters) -> Select[An
     return statement
 
 
+def _ordering(filters: QueueFilters) -> tuple[Any, ...]:
+    if filters.order == "oldest":
+        return (Prediction.created_at, Prediction.id)
+    if filters.order == "confidence":
+        return (Prediction.confidence, Prediction.created_at, Prediction.id)
+    ranks: list[tuple[ColumnElement[bool], int]] = [(challenger_disagrees(), 0)]
+    if filters.reviewer is not None:
+        ranks.append((_second_review_open(filters.reviewer), 1))
+    # Lowest confidence first: the most probable error, and under weighted F1 every
+    # product's error weighs the same (docs/service.md, "What a review is worth").
+    return (case(*ranks, else_=2), Prediction.confidence, Prediction.created_at, Prediction.id)
+
+
 def review_queue(
     session: Session, filters: QueueFilters, *, limit: int = 20, offset: int = 0
 ) -> tuple[Sequence[Prediction], int]:
     """A page of predictions waiting for review and how many wait in all.
 
-    Waiting: flagged `needs_review`, not a shadow prediction, and no correction in force.
-    Ordered oldest first, or least confident first (then oldest).
+    Waiting: not a shadow prediction, and either flagged `needs_review` with no correction
+    in force, or (for `filters.reviewer`) drawn for a second review (`_second_review_open`).
+    Ordered by value (`_ordering`), oldest first, or least confident first (then oldest).
     """
     total = session.scalar(_queue_statement(select(func.count()).select_from(Prediction), filters))
-    ordering = (
-        (Prediction.created_at, Prediction.id)
-        if filters.order == "oldest"
-        else (Prediction.confidence, Prediction.created_at, Prediction.id)
-    )
     rows = session.scalars(
         _queue_statement(select(Prediction), filters)
-        .order_by(*ordering)
+        .order_by(*_ordering(filters))
         .limit(limit)
         .offset(offset)
     ).all()
     return rows, int(total or 0)
+
+
+def challenger_codes(session: Session, predictions: Sequence[Prediction]) -> dict[str, int]:
+    """The challenger's shadow code for each of these predictions that has one."""
+    keys = {(str(p.request_id), p.designation): p.id for p in predictions if p.request_id}
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(Prediction.request_id, Prediction.designation, Prediction.prdtypecode).where(
+            Prediction.shadow.is_(True),
+            Prediction.request_id.in_({request for request, _ in keys}),
+        )
+    ).all()
+    return {
+        keys[(str(request), title)]: int(code)
+        for request, title, code in rows
+        if (str(request), title) in keys
+    }
 
 
 def corrections_on(session: Session, day: date) -> int:
@@ -114,6 +179,70 @@ def corrections_on(session: Session, day: date) -> int:
         )
     )
     return int(session.scalar(statement) or 0)
+
+
+@dataclass(frozen=True)
+class ReviewDayFacts:
+    """What the predictions of one UTC day became, for the review budget panel.
+
+    Attributes:
+        predictions: answered (not shadow) predictions of the day.
+        reviewed: those with a review in force.
+        auto_accepted / auto_confidence: not flagged, not reviewed; and the sum of their
+            confidences (the expected number right, the confidence being calibrated).
+        waiting / waiting_confidence: flagged, not reviewed yet; the same sum.
+        reviews: reviews in force made that day (any prediction), and the first and last
+            time one was made.
+    """
+
+    predictions: int
+    reviewed: int
+    auto_accepted: int
+    auto_confidence: float
+    waiting: int
+    waiting_confidence: float
+    reviews: int
+    first_review_at: datetime | None
+    last_review_at: datetime | None
+
+
+def review_day_facts(session: Session, day: date) -> ReviewDayFacts:
+    """The counts behind the budget panel for `day` (UTC)."""
+    start, end = day_bounds(day)
+    reviewed = _active_feedback_of_prediction()
+    auto = and_(~reviewed, Prediction.needs_review.is_(False))
+    waiting = and_(~reviewed, Prediction.needs_review.is_(True))
+    row = session.execute(
+        select(
+            func.count(),
+            func.sum(case((reviewed, 1), else_=0)),
+            func.sum(case((auto, 1), else_=0)),
+            func.sum(case((auto, Prediction.confidence), else_=0.0)),
+            func.sum(case((waiting, 1), else_=0)),
+            func.sum(case((waiting, Prediction.confidence), else_=0.0)),
+        ).where(
+            Prediction.shadow.is_(False),
+            Prediction.created_at >= start,
+            Prediction.created_at < end,
+        )
+    ).one()
+    # `UtcDateTime` reads the times back as aware UTC, their min and max too.
+    reviews = session.execute(
+        select(func.count(), func.min(Feedback.created_at), func.max(Feedback.created_at)).where(
+            Feedback.undone_at.is_(None), Feedback.created_at >= start, Feedback.created_at < end
+        )
+    ).one()
+    return ReviewDayFacts(
+        predictions=int(row[0] or 0),
+        reviewed=int(row[1] or 0),
+        auto_accepted=int(row[2] or 0),
+        auto_confidence=float(row[3] or 0.0),
+        waiting=int(row[4] or 0),
+        waiting_confidence=float(row[5] or 0.0),
+        reviews=int(reviews[0] or 0),
+        first_review_at=reviews[1],
+        last_review_at=reviews[2],
+    )
 
 
 def list_corrections(
@@ -196,3 +325,108 @@ def latest_drift_run(session: Session) -> dict[str, Any] | None:
     if run is None:
         return None
     return {column.key: getattr(run, column.key) for column in DriftRun.__table__.columns}
+
+
+@dataclass(frozen=True)
+class DoubleReview:
+    """A prediction reviewed twice: the first and the blind second decision, and an admin's
+    settling decision when there is one (every code the latest in force of its kind)."""
+
+    prediction: Prediction
+    first_user: str | None
+    first_code: int
+    second_user: str | None
+    second_code: int
+    settled_code: int | None = None
+    settled_by: str | None = None
+
+    @property
+    def agree(self) -> bool:
+        """Both reviewers chose the same code."""
+        return self.first_code == self.second_code
+
+
+def double_reviews(session: Session) -> list[DoubleReview]:
+    """Every prediction with a second review in force, oldest first."""
+    seconds = (
+        select(Feedback.prediction_id)
+        .where(Feedback.kind == "second", Feedback.undone_at.is_(None))
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(Feedback, Prediction)
+        .join(Prediction, Prediction.id == Feedback.prediction_id)
+        .where(Feedback.undone_at.is_(None), Feedback.prediction_id.in_(seconds))
+        .order_by(Feedback.id)
+    ).all()
+    latest: dict[str, dict[str, Feedback]] = {}
+    predictions: dict[str, Prediction] = {}
+    for feedback, prediction in rows:
+        latest.setdefault(prediction.id, {})[feedback.kind] = feedback
+        predictions[prediction.id] = prediction
+    reviews = []
+    for prediction_id, kinds in latest.items():
+        first, second, settle = kinds.get("review"), kinds.get("second"), kinds.get("settle")
+        if first is None or second is None:
+            continue  # the first review was undone: nothing to compare
+        reviews.append(
+            DoubleReview(
+                prediction=predictions[prediction_id],
+                first_user=first.username,
+                first_code=first.prdtypecode,
+                second_user=second.username,
+                second_code=second.prdtypecode,
+                settled_code=settle.prdtypecode if settle else None,
+                settled_by=settle.username if settle else None,
+            )
+        )
+    return reviews
+
+
+AUDIT_COLUMNS = (
+    "feedback_id",
+    "created_at",
+    "username",
+    "kind",
+    "prediction_id",
+    "predicted_at",
+    "model_name",
+    "model_version",
+    "variant",
+    "predicted_code",
+    "before_code",
+    "after_code",
+    "undone_at",
+)
+
+
+def audit_rows(session: Session) -> list[tuple[Any, ...]]:
+    """Every review decision ever recorded (undone ones too), oldest first: who, when, on
+    which model's prediction, code before -> after. Rows are never deleted, only undone."""
+    rows = session.execute(
+        select(Feedback, Prediction)
+        .join(Prediction, Prediction.id == Feedback.prediction_id)
+        .order_by(Feedback.id)
+    ).all()
+    return [
+        (
+            feedback.id,
+            _iso(feedback.created_at),
+            feedback.username or "",
+            feedback.kind,
+            prediction.id,
+            _iso(prediction.created_at),
+            prediction.model_name,
+            prediction.model_version or "",
+            prediction.variant,
+            prediction.prdtypecode,
+            "" if feedback.previous_code is None else feedback.previous_code,
+            feedback.prdtypecode,
+            _iso(feedback.undone_at),
+        )
+        for feedback, prediction in rows
+    ]
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""

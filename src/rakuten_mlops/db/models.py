@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from rakuten_mlops.db.base import Base, UtcDateTime
@@ -48,6 +48,10 @@ class Prediction(Base):
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     latency_ms: Mapped[float] = mapped_column(Float)
     username: Mapped[str | None] = mapped_column(String(150))
+    # Migration 0006: drawn at its first review for a second reviewer's blind review.
+    # Server-side defaults only: an insert that does not name the column works on a database
+    # at an older revision too (the feedback export reads such databases).
+    second_review: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class Feedback(Base):
@@ -66,6 +70,9 @@ class Feedback(Base):
     # its author undid it (an undone correction no longer counts anywhere).
     previous_code: Mapped[int | None] = mapped_column(Integer)
     undone_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Migration 0006: "review" (a first review or a correction), "second" (the blind second
+    # review of a drawn prediction), "settle" (an admin's decision on a disagreement).
+    kind: Mapped[str] = mapped_column(String(16), server_default="review")
 
 
 class DriftRun(Base):

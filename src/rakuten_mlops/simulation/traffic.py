@@ -36,7 +36,9 @@ from rakuten_mlops.schema import TARGET_COL
 
 logger = logging.getLogger(__name__)
 
-DRIFTS = ("category-surge", "capitals", "no-images", "no-description")
+DRIFTS = ("category-surge", "capitals", "no-images", "no-description", "new-merchant")
+# Words of the title a new merchant keeps after its own reference (`new-merchant`).
+MERCHANT_TITLE_WORDS = 3
 PREDICT_PATH = "/v1/predict"
 FEEDBACK_PATH = "/v1/feedback"
 TRAFFIC_COLUMNS = ("designation", "description", "productid", "imageid", "image_path", TARGET_COL)
@@ -180,10 +182,13 @@ def apply_drift(
 
     Drifts: `category-surge` (a `surge_share` of the products come from one class,
     `surge_code` or the most frequent labelled one), `capitals` (titles in capitals),
-    `no-images`, `no-description`.
+    `no-images`, `no-description`, `new-merchant` (a merchant the model has never seen: its
+    titles are its own category reference, such as `MK-3FA1`, then the first three words of
+    the title, without description; the reference is the same for all its products of a
+    class, so reviewed products teach it, which the fixed test split cannot show).
 
     Raises:
-        DataError: an unknown drift, or a surge without labels to choose from.
+        DataError: an unknown drift, or a surge or a new merchant without labels.
     """
     unknown = sorted(set(drifts) - set(DRIFTS))
     if unknown:
@@ -208,11 +213,26 @@ def apply_drift(
     out = frame.iloc[picks].reset_index(drop=True).copy()
     if "capitals" in drifts:
         out["designation"] = out["designation"].astype(str).str.upper()
+    if "new-merchant" in drifts:
+        if out[TARGET_COL].isna().any():
+            raise DataError("new-merchant needs labelled products (give --labels)")
+        words = out["designation"].astype(str).str.split().str[:MERCHANT_TITLE_WORDS]
+        out["designation"] = [
+            f"{merchant_reference(int(code))} {' '.join(title)}"
+            for code, title in zip(out[TARGET_COL], words, strict=True)
+        ]
+        out["description"] = ""
     if "no-description" in drifts:
         out["description"] = ""
     if "no-images" in drifts:
         out["image_path"] = ""
     return out
+
+
+def merchant_reference(code: int) -> str:
+    """The `new-merchant` drift's own reference for a product type (stable, like `MK-3FA1`)."""
+    digest = hashlib.blake2b(f"merchant\x00{code}".encode(), digest_size=2).hexdigest()
+    return f"MK-{digest.upper()}"
 
 
 def simulate_traffic(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from rakuten_mlops.db import crud
@@ -28,7 +30,16 @@ def record_review(
             status.HTTP_404_NOT_FOUND,
             detail=f"prediction_id: no prediction {body.prediction_id!r}",
         )
-    feedback = crud.add_feedback(session, prediction.id, body.prdtypecode, principal.username)
+    kind = crud.begin_review(
+        session,
+        prediction,
+        principal.username,
+        admin=principal.role == "admin",
+        second_share=predictor.settings.review_second_share,
+    )
+    feedback = crud.add_feedback(
+        session, prediction.id, body.prdtypecode, principal.username, kind=kind
+    )
     session.commit()
     correct = prediction.prdtypecode == body.prdtypecode
     predictor.count_feedback(prediction.variant, correct)
@@ -42,3 +53,19 @@ def record_review(
         username=feedback.username,
         created_at=feedback.created_at,
     )
+
+
+def record_form_review(
+    prediction_id: str,
+    prdtypecode: int,
+    session: Session,
+    recorder: PredictionRecorder,
+    predictor: PredictionService,
+    principal: Principal,
+) -> FeedbackResponse:
+    """`record_review` for a console form: a bad id or code is a 422 naming the field."""
+    try:
+        body = FeedbackRequest(prediction_id=prediction_id, prdtypecode=prdtypecode)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+    return record_review(body, session, recorder, predictor, principal)

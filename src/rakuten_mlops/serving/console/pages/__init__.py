@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from rakuten_mlops.serving.console.pages import classify, files, model, review, signin, users
+from rakuten_mlops.serving.console.pages import (
+    agreement,
+    classify,
+    files,
+    model,
+    review,
+    signin,
+    users,
+)
 
 router = APIRouter()
-for page in (files, signin, classify, review, model, users):
+for page in (files, signin, classify, review, agreement, model, users):
     router.include_router(page.router, include_in_schema=False)

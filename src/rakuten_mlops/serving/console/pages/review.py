@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
 
 from rakuten_mlops.config import Settings
 from rakuten_mlops.db import crud_console
@@ -22,15 +21,23 @@ from rakuten_mlops.serving.console.access import (
     console_rate_limit,
 )
 from rakuten_mlops.serving.console.rendering import is_fragment, render
-from rakuten_mlops.serving.deps import PredictorDep, RecorderDep, SessionDep, SettingsDep
-from rakuten_mlops.serving.schemas import MAX_DB_INT, FeedbackRequest
-from rakuten_mlops.serving.services.review import record_review
+from rakuten_mlops.serving.deps import (
+    ModelsDep,
+    PredictorDep,
+    RecorderDep,
+    SessionDep,
+    SettingsDep,
+)
+from rakuten_mlops.serving.prediction.model_manager import ModelManager
+from rakuten_mlops.serving.schemas import MAX_DB_INT
+from rakuten_mlops.serving.services.review import record_form_review
+from rakuten_mlops.serving.services.review_day import measured_auto_precision, review_day
 
 router = APIRouter(prefix="/console", route_class=ConsoleRoute)
 
 
 def _queue_filters(
-    code: int | None, day: date | None, order: QueueOrder
+    code: int | None, day: date | None, order: QueueOrder, reviewer: str
 ) -> tuple[QueueFilters, dict[str, str]]:
     if code is not None and code not in CATEGORY_NAMES:
         raise RequestValidationError(
@@ -41,12 +48,14 @@ def _queue_filters(
         query["code"] = str(code)
     if day is not None:
         query["day"] = day.isoformat()
-    return QueueFilters(prdtypecode=code, day=day, order=order), query
+    filters = QueueFilters(prdtypecode=code, day=day, order=order, reviewer=reviewer)
+    return filters, query
 
 
 def _queue_context(
     session: SessionDep,
     settings: Settings,
+    models: ModelManager,
     filters: QueueFilters,
     query: dict[str, str],
     offset: int,
@@ -59,10 +68,17 @@ def _queue_context(
     return {
         "current": current,
         "upcoming": upcoming,
+        "challenger_codes": crud_console.challenger_codes(session, rows),
         "total": total,
         "offset": offset,
         "limit": limit,
         "done_today": crud_console.corrections_on(session, today),
+        "day": review_day(
+            session,
+            today,
+            budget=settings.review_budget_per_day,
+            auto_precision=measured_auto_precision(models),
+        ),
         "filters": filters,
         "query": query,
         "query_string": urlencode(query),
@@ -77,16 +93,17 @@ def queue_page(
     session: SessionDep,
     settings: SettingsDep,
     recorder: RecorderDep,
+    models: ModelsDep,
     principal: ReviewerDep,
     code: Annotated[int | None, Query(ge=0, le=MAX_DB_INT, description="Predicted code.")] = None,
     day: Annotated[date | None, Query(description="Day of the prediction (UTC).")] = None,
-    order: Annotated[QueueOrder, Query()] = "oldest",
+    order: Annotated[QueueOrder, Query()] = "value",
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Response:
     """The predictions waiting for review: the current item and the ones after it."""
     recorder.flush()  # include predictions answered moments ago
-    filters, query = _queue_filters(code, day, order)
-    context = _queue_context(session, settings, filters, query, offset)
+    filters, query = _queue_filters(code, day, order, principal.username)
+    context = _queue_context(session, settings, models, filters, query, offset)
     template = "_review.html" if is_fragment(request) else "queue.html"
     return render(request, template, context)
 
@@ -102,23 +119,20 @@ def review_item(
     session: SessionDep,
     settings: SettingsDep,
     recorder: RecorderDep,
+    models: ModelsDep,
     predictor: PredictorDep,
     principal: ReviewerDep,
     prdtypecode: Annotated[int, Form(ge=0, le=MAX_DB_INT)],
     code: Annotated[int | None, Form(ge=0, le=MAX_DB_INT)] = None,
     day: Annotated[date | None, Form()] = None,
-    order: Annotated[QueueOrder, Form()] = "oldest",
+    order: Annotated[QueueOrder, Form()] = "value",
     offset: Annotated[int, Form(ge=0, le=MAX_DB_INT)] = 0,
 ) -> Response:
     """Store the reviewer's code (accepted or corrected) with the API's `record_review`."""
-    try:
-        body = FeedbackRequest(prediction_id=prediction_id, prdtypecode=prdtypecode)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
-    record_review(body, session, recorder, predictor, principal)
-    filters, query = _queue_filters(code, day, order)
+    record_form_review(prediction_id, prdtypecode, session, recorder, predictor, principal)
+    filters, query = _queue_filters(code, day, order, principal.username)
     if is_fragment(request):
-        context = _queue_context(session, settings, filters, query, offset)
+        context = _queue_context(session, settings, models, filters, query, offset)
         context["saved"] = prdtypecode
         return render(request, "_review.html", context)
     if offset:
