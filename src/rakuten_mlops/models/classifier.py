@@ -38,6 +38,7 @@ from rakuten_mlops.models.review import DEFAULT_TARGET_PRECISION, ReviewRule
 from rakuten_mlops.models.sparse import SparseTextModel
 from rakuten_mlops.models.text_nn import NeuralTextClassifier
 from rakuten_mlops.models.transformer import TransformerTextClassifier
+from rakuten_mlops.models.word_vectors import WordVectorModel
 from rakuten_mlops.params import ModelParams, parse_model_params
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ TEXT_NN_TOKENIZER_FILE = "text_nn_tokenizer.json"
 IMAGE_FILE = "image.pt"
 # The fine-tuned transformer and its tokenizer (`save_pretrained` layout).
 TRANSFORMER_DIR = "transformer"
+WORD_VECTORS_FILE = "word_vectors.joblib"
 # Text branches in fusion order; `_fusion_inputs` averages them with `model.fusion` weights.
 TEXT_BRANCHES = ("sparse", "text_nn", "transformer")
+# Branches the fusion weighs on their own (a learnt weight each), in fusion order.
+SEPARATE_BRANCHES = ("word_vectors", "image")
 
 
 def _is_missing(value: object) -> bool:
@@ -116,6 +120,7 @@ class Classifier:
         self.sparse: SparseTextModel | None = None
         self.text_nn: NeuralTextClassifier | None = None
         self.transformer: TransformerTextClassifier | None = None
+        self.word_vectors: WordVectorModel | None = None
         self.image: ImageClassifier | None = None
         self.temperatures: dict[str, float] = {}
         self.fusion: LogLinearFusion | None = None
@@ -136,6 +141,8 @@ class Classifier:
             names.append("text_nn")
         if self.transformer is not None:
             names.append("transformer")
+        if self.word_vectors is not None:
+            names.append("word_vectors")
         if self.image is not None:
             names.append("image")
         return names
@@ -168,13 +175,13 @@ class Classifier:
     # ------------------------------------------------------------------ inference
 
     def _fusion_inputs(self, scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calibrated log-probabilities: the text branches pooled, the image apart.
+        """Calibrated log-probabilities: the text branches pooled, the others apart.
 
         Each branch is first temperature-scaled (so a weak branch is a flat distribution
         and cannot shout), then the text branches are averaged with the fixed weights of
         `model.fusion` (the validation split is too small to tell good weights apart: see
-        bench/README.md), and the fusion learns one scale for the text, one for the image
-        and the class biases.
+        bench/README.md), and the fusion learns one scale for the text, one for the word
+        vectors and one for the image, and the class biases.
         """
         fusion = self.model_params.fusion
         weights = {
@@ -193,8 +200,9 @@ class Classifier:
                 f"({', '.join(f'{name}_weight' for name in text)}) must sum to a positive number"
             )
         inputs = {"text": sum((weights[name] / total) * calibrated[name] for name in text)}
-        if "image" in calibrated:
-            inputs["image"] = calibrated["image"]
+        for name in SEPARATE_BRANCHES:
+            if name in calibrated:
+                inputs[name] = calibrated[name]
         return inputs  # type: ignore[return-value]
 
     def _check_fitted(self) -> LogLinearFusion:
@@ -236,6 +244,8 @@ class Classifier:
             scores["text_nn"] = self.text_nn.predict_log_proba(titles, descriptions)
         if self.transformer is not None:
             scores["transformer"] = self.transformer.predict_log_proba(titles, descriptions)
+        if self.word_vectors is not None:
+            scores["word_vectors"] = self.word_vectors.predict_log_proba(titles, descriptions)
         if self.image is not None:
             images = self._decode_images(frame)
             rows = [i for i, image in enumerate(images) if image is not None]
@@ -252,15 +262,16 @@ class Classifier:
 
         Returns:
             `sparse`, `image` (NaN rows where no usable image; NaN everywhere when the
-            branch is not part of the model), `text_nn` and `transformer` only when the
-            model has these optional branches, `fused`: arrays (n, n_classes).
+            branch is not part of the model), `text_nn`, `transformer` and `word_vectors`
+            only when the model has these optional branches, `fused`: arrays (n, n_classes).
         """
         fusion = self._check_fitted()
         scores, masks = self._branch_scores(frame)
         result: dict[str, np.ndarray] = {}
         # The optional branches are reported only when fitted: a column of NaN in every
         # default evaluation would only add a meaningless `<branch>_coverage` metric.
-        names = ["sparse", *(name for name in ("text_nn", "transformer") if name in scores)]
+        optional = ("text_nn", "transformer", "word_vectors")
+        names = ["sparse", *(name for name in optional if name in scores)]
         names.append("image")
         for name in names:
             if name not in scores:
@@ -350,6 +361,8 @@ class Classifier:
             )
         if self.transformer is not None:
             self.transformer.save(directory / TRANSFORMER_DIR)
+        if self.word_vectors is not None:
+            joblib.dump(self.word_vectors, directory / WORD_VECTORS_FILE, compress=3)
         if self.image is not None:
             torch.save(self.image.state(), directory / IMAGE_FILE)
 
@@ -399,6 +412,8 @@ class Classifier:
                 model.transformer = TransformerTextClassifier.load(
                     directory / TRANSFORMER_DIR, model.model_params.text_transformer, model.seed
                 )
+            if "word_vectors" in branches:
+                model.word_vectors = joblib.load(directory / WORD_VECTORS_FILE)
             if "image" in branches:
                 state = torch.load(directory / IMAGE_FILE, map_location="cpu", weights_only=True)
                 model.image = ImageClassifier.from_state(

@@ -74,11 +74,11 @@ def top_predictions(
     review by `rule` (without one: under `DEFAULT_REVIEW_THRESHOLD`)."""
     order = np.argsort(-probs, axis=1, kind="stable")
     rows = np.arange(len(probs))[:, None]
-    top = order[:, :3]
+    top = order[:, :TOP_K]
     top_probs = probs[rows, top].astype(np.float64)
     top_codes = classes[top].astype(np.int64)
-    if top.shape[1] < 3:
-        pad = 3 - top.shape[1]
+    if top.shape[1] < TOP_K:
+        pad = TOP_K - top.shape[1]
         top_codes = np.pad(top_codes, ((0, 0), (0, pad)), constant_values=-1)
         top_probs = np.pad(top_probs, ((0, 0), (0, pad)), constant_values=0.0)
     review = (
@@ -104,7 +104,7 @@ def build_output(top: TopPredictions, index: pd.Index | Sequence[Any]) -> pd.Dat
         "confidence": top.probs[:, 0],
         "needs_review": top.needs_review,
     }
-    for k in range(3):
+    for k in range(TOP_K):
         columns[f"top_{k + 1}_code"] = top.codes[:, k]
         columns[f"top_{k + 1}_proba"] = top.probs[:, k]
     columns["has_image"] = top.has_image

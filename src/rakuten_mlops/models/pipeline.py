@@ -28,6 +28,7 @@ from rakuten_mlops.models.review import fit_review_rule
 from rakuten_mlops.models.sparse import SparseTextModel
 from rakuten_mlops.models.text_nn import NeuralTextClassifier
 from rakuten_mlops.models.transformer import TransformerTextClassifier, check_transformer_setup
+from rakuten_mlops.models.word_vectors import WordVectorModel, load_vectors
 from rakuten_mlops.schema import TARGET_COL
 
 logger = logging.getLogger(__name__)
@@ -86,10 +87,12 @@ class ProductClassifier(Classifier):
             )
         if p.text_transformer.enabled:
             check_transformer_setup(p.text_transformer)
+        if p.word_vectors.enabled:
+            load_vectors(p.word_vectors.spacy_model)  # fail before hours of training
         started = time.perf_counter()
         self.history, self.timings, self.temperatures = {}, {}, {}
         self.review_rule = None
-        self.sparse = self.text_nn = self.transformer = self.image = None
+        self.sparse = self.text_nn = self.transformer = self.word_vectors = self.image = None
         self.text_nn_epochs = None
         self.refit_branches = []
         self.classes_ = np.unique(train[TARGET_COL].to_numpy(dtype=np.int64))
@@ -278,6 +281,16 @@ class ProductClassifier(Classifier):
             if held_out is not None:
                 scores["transformer"] = self.transformer.predict_log_proba(held_out[0], held_out[1])
             self._add_timing(f"{timing_prefix}/transformer", time.perf_counter() - tick)
+        if p.word_vectors.enabled:
+            tick = time.perf_counter()
+            self.word_vectors = WordVectorModel(p.word_vectors, self.seed).fit(
+                titles, descriptions, labels, len(self.classes_)
+            )
+            if held_out is not None:
+                scores["word_vectors"] = self.word_vectors.predict_log_proba(
+                    held_out[0], held_out[1]
+                )
+            self._add_timing(f"{timing_prefix}/word_vectors", time.perf_counter() - tick)
         return scores
 
     def _cross_fit_text(

