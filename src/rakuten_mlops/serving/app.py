@@ -105,7 +105,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         image_store_dir=settings.image_store_dir,
         queue_max=settings.record_queue_max,
         spool_dir=settings.record_spool_dir,
-        on_write=lambda error: _note_write(health, error),
+        on_write=lambda error, started: _note_write(health, error, started),
     )
     predictor = PredictionService(
         settings, app.state.models, app.state.batcher, recorder, app.state.metrics
@@ -196,11 +196,11 @@ async def _finish_database_work(app: FastAPI, done: asyncio.Event) -> None:
         done.set()
 
 
-def _note_write(health: DatabaseHealth, error: BaseException | None) -> None:
+def _note_write(health: DatabaseHealth, error: BaseException | None, started: float) -> None:
     if error is None:
-        health.succeeded()
+        health.succeeded(started)
     elif is_unavailable(error):
-        health.failed(error)
+        health.failed(error, started)
 
 
 def _update_model_metrics(manager: ModelManager, succeeded: bool, metrics: ServiceMetrics) -> None:

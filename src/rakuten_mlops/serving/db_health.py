@@ -5,6 +5,11 @@ auth cache), so an outage of the service database degrades the service instead o
 it: routes that need the database answer 503 with `Retry-After`, `/ready` says
 `"database": "down"` while staying 200 for prediction traffic, `rakuten_db_up` is 0, and
 the log says once when the outage starts and once when it ends.
+
+Many threads contact the database at once (requests, the recorder, the probe), and a contact
+is reported when it ends: one that began before the state changed says nothing of the new
+state (a write that succeeded just before a crash, reported after another thread saw the
+crash, must not end the outage). So a report may carry when its contact began.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class DatabaseHealth:
         self._lock = threading.Lock()
         self._up = True
         self._down_since: float | None = None
+        # When the state last changed (monotonic): older contacts do not change it back.
+        self._changed_at = float("-inf")
         if gauge is not None:
             gauge.set(1)
 
@@ -58,13 +65,19 @@ class DatabaseHealth:
         """Whether the last contact with the database succeeded."""
         return self._up
 
-    def failed(self, exc: BaseException) -> None:
-        """A contact failed: the outage starts (logged once)."""
+    def failed(self, exc: BaseException, started: float | None = None) -> None:
+        """A contact failed: the outage starts (logged once).
+
+        Args:
+            exc: what the contact raised.
+            started: `time.monotonic()` when the contact began (None: now); a contact that
+                began before the database came back does not start a new outage.
+        """
         with self._lock:
-            if not self._up:
+            if not self._up or (started is not None and started < self._changed_at):
                 return
             self._up = False
-            self._down_since = time.monotonic()
+            self._down_since = self._changed_at = time.monotonic()
         if self._gauge is not None:
             self._gauge.set(0)
         logger.error(
@@ -72,13 +85,19 @@ class DatabaseHealth:
             extra={"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"},
         )
 
-    def succeeded(self) -> None:
-        """A contact succeeded: an outage ends (logged once)."""
+    def succeeded(self, started: float | None = None) -> None:
+        """A contact succeeded: an outage ends (logged once).
+
+        Args:
+            started: `time.monotonic()` when the contact began (None: now); a contact that
+                began before the outage started does not end it.
+        """
         with self._lock:
-            if self._up:
+            if self._up or (started is not None and started < self._changed_at):
                 return
             self._up = True
-            lasted = time.monotonic() - (self._down_since or time.monotonic())
+            self._changed_at = time.monotonic()
+            lasted = self._changed_at - (self._down_since or self._changed_at)
             self._down_since = None
         if self._gauge is not None:
             self._gauge.set(1)
@@ -86,13 +105,14 @@ class DatabaseHealth:
 
     def probe(self, engine: Engine) -> bool:
         """`SELECT 1` on the database; records and returns whether it answered."""
+        started = time.monotonic()
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            self.failed(exc)
+            self.failed(exc, started)
             return False
-        self.succeeded()
+        self.succeeded(started)
         return True
 
     async def watch(self, engine: Engine, interval_s: float) -> None:

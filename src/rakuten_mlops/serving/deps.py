@@ -9,6 +9,7 @@ per user / API key (per client IP for `/token`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Literal
 
@@ -67,6 +68,7 @@ async def get_current_principal(
     cache: PrincipalCache = request.app.state.principals
     cached = cache.get(credential)
     if cached is None:
+        started = time.monotonic()
         try:
             principal, rate_key, valid_until = await run_in_threadpool(
                 _authenticate, request, token, api_key
@@ -76,10 +78,10 @@ async def get_current_principal(
         except SQLAlchemyError as exc:
             if not is_unavailable(exc):
                 raise
-            request.app.state.db_health.failed(exc)
+            request.app.state.db_health.failed(exc, started)
             principal, rate_key = _last_known(request, credential, token)
         else:
-            request.app.state.db_health.succeeded()
+            request.app.state.db_health.succeeded(started)
             cache.put(credential, principal, rate_key, valid_until)
     else:
         principal, rate_key = cached.principal, cached.rate_key

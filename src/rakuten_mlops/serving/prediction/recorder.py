@@ -50,7 +50,7 @@ class PredictionRecorder:
         image_store_dir: Path | None = None,
         queue_max: int = 50_000,
         spool_dir: Path | None = None,
-        on_write: Callable[[BaseException | None], None] | None = None,
+        on_write: Callable[[BaseException | None, float], None] | None = None,
     ) -> None:
         self._factory = session_factory
         self.flush_interval_s = flush_interval_s
@@ -58,7 +58,8 @@ class PredictionRecorder:
         self.image_store_dir = image_store_dir
         self.queue_max = queue_max
         self.spool_dir = spool_dir
-        # Told of each write attempt: None when it succeeded, the error otherwise.
+        # Told of each write attempt that contacted the database: None when it succeeded, the
+        # error otherwise, and when the attempt began (`time.monotonic()`).
         self._on_write = on_write
         self._spool_path = (
             spool_dir / f"records-{os.getpid()}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
@@ -198,15 +199,16 @@ class PredictionRecorder:
         while not self._stopping.is_set():
             self._wake.wait(delay)
             self._wake.clear()
+            started = time.monotonic()
             try:
-                self.flush()
-                self._written_ok()
+                if self.flush():  # nothing queued: no contact, nothing to tell
+                    self._written_ok(started)
                 if self.spool_dir is not None and self._spool_waiting():
                     self.replay_spool()
                 delay = self.flush_interval_s
             except SQLAlchemyError as exc:
                 if self._on_write is not None:
-                    self._on_write(exc)
+                    self._on_write(exc, started)
                 if self.backlog > self.queue_max:
                     try:
                         self.spill(keep=self.queue_max)
@@ -224,9 +226,9 @@ class PredictionRecorder:
                 logger.exception("prediction recorder failed; retrying")
                 delay = 1.0
 
-    def _written_ok(self) -> None:
+    def _written_ok(self, started: float) -> None:
         if self._on_write is not None:
-            self._on_write(None)
+            self._on_write(None, started)
 
     # Spool ------------------------------------------------------------------------------
 
