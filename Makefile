@@ -21,7 +21,7 @@ SERVE_PORT ?= 8000
 
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve bento-venv bento bento-serve bento-image test test-fast docs-check lint format bench bench-api bench-review bench-review-cv bench-estimate bench-queue bench-vectors mlflow-ui clean lock stack stack-down
+.PHONY: help install run pipeline serve system-deps airflow-venv prefect-venv prefect-serve bento-venv bento bento-serve bento-image test test-fast docs-check lint format bench bench-api bench-review bench-review-cv bench-review-signals bench-estimate bench-queue bench-vectors mlflow-ui clean lock stack stack-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -103,6 +103,9 @@ bench-review: install ## Auto-accept at the target precision: the model's review
 
 bench-review-cv: install ## The review rule's precision and coverage on 5 cross-validation folds (the target's estimate)
 	$(PY) bench/bench_review_cv.py --source $(RAKUTEN_SOURCE)
+
+bench-review-signals: install ## More signals for the review rule (members' agreement, margin...) vs the top-1 threshold (needs `make pipeline`)
+	$(PY) bench/bench_review_signals.py --data-dir data/processed
 
 bench-estimate: install ## Weighted F1 estimated without labels vs measured (test, unseen, drifted traffic)
 	$(PY) bench/bench_estimate.py --source $(RAKUTEN_SOURCE)

@@ -304,6 +304,20 @@ def test_sparse_branch_averages_its_three_linear_models() -> None:
     )
 
 
+def test_sparse_branch_scores_are_the_mean_of_its_members_scores() -> None:
+    titles, descriptions, labels = sparse_corpus()
+    model = SparseTextModel(SparseParams(), seed=0).fit(titles, descriptions, labels)
+    members = model.member_scores(titles, descriptions)
+    # The LinearSVC and the NB-SVM of the first view, the LinearSVC of the second.
+    assert len(members) == len(model.models) + len(model.view2_models) == 3
+    assert all(m.shape == (len(titles), len(np.unique(labels))) for m in members)
+    np.testing.assert_allclose(
+        model.decision_function(titles, descriptions), np.mean(members, axis=0), atol=1e-6
+    )
+    # Three different models, not one model's scores three times.
+    assert not np.allclose(members[0], members[1]) and not np.allclose(members[0], members[2])
+
+
 def test_sparse_model_saved_before_the_second_view_existed_still_predicts() -> None:
     titles, descriptions, labels = sparse_corpus()
     model = SparseTextModel(SparseParams(nb_svm=False, second_view=False), seed=0)

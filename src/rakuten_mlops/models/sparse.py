@@ -361,17 +361,25 @@ class SparseTextModel:
         self, designation: Sequence[str], description: Sequence[str]
     ) -> np.ndarray:
         """Class scores, shape (n, K), averaged over the linear models of both views."""
+        members = self.member_scores(designation, description)
+        scores = np.zeros((len(designation), self.n_classes), dtype=np.float64)
+        for member in members:
+            scores += member
+        return scores / len(members)
+
+    def member_scores(
+        self, designation: Sequence[str], description: Sequence[str]
+    ) -> list[np.ndarray]:
+        """Class scores (n, K) of each linear model: the first view's (LinearSVC, then the
+        NB-SVM and the SGD model when fitted), then the second view's."""
         features = self.transform(designation, description)
-        scores = np.zeros((features.shape[0], self.n_classes), dtype=np.float64)
-        for model in self.models:
-            scores += _class_scores(model, features)
+        scores = [_class_scores(model, features) for model in self.models]
         # Models saved before the second view existed have no such attributes.
         view2_models = getattr(self, "view2_models", [])
         if view2_models:
             view2 = self._transform_view2(designation, description)
-            for model in view2_models:
-                scores += _class_scores(model, view2)
-        return scores / (len(self.models) + len(view2_models))
+            scores += [_class_scores(model, view2) for model in view2_models]
+        return scores
 
 
 def _class_scores(
