@@ -21,7 +21,8 @@ from console_testing import sign_in
 from rakuten_mlops.config import Settings
 from rakuten_mlops.data.feedback_export import read_reviewed_feedback
 from rakuten_mlops.db import crud, crud_console
-from rakuten_mlops.db.crud_console import DoubleReview, QueueFilters
+from rakuten_mlops.db.crud import DoubleReview
+from rakuten_mlops.db.crud_console import QueueFilters
 from rakuten_mlops.db.models import Prediction
 from rakuten_mlops.serving.services.agreement import (
     cohen_kappa,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -99,6 +99,47 @@ def add_feedback(
     return feedback
 
 
+@dataclass(frozen=True)
+class DoubleReview:
+    """A prediction reviewed twice: the first and the blind second decision, and an admin's
+    settling decision when there is one (every code the latest in force of its kind)."""
+
+    prediction: Prediction
+    first_user: str | None
+    first_code: int
+    second_user: str | None
+    second_code: int
+    settled_code: int | None = None
+    settled_by: str | None = None
+
+    @classmethod
+    def of(cls, prediction: Prediction, latest: Mapping[str, Feedback]) -> DoubleReview | None:
+        """From a prediction's latest review in force of each kind; None without both a
+        first and a second review (none yet, or one undone: nothing to compare)."""
+        first, second, settle = latest.get("review"), latest.get("second"), latest.get("settle")
+        if first is None or second is None:
+            return None
+        return cls(
+            prediction=prediction,
+            first_user=first.username,
+            first_code=first.prdtypecode,
+            second_user=second.username,
+            second_code=second.prdtypecode,
+            settled_code=settle.prdtypecode if settle else None,
+            settled_by=settle.username if settle else None,
+        )
+
+    @property
+    def agree(self) -> bool:
+        """Both reviewers chose the same code."""
+        return self.first_code == self.second_code
+
+    @property
+    def needs_settling(self) -> bool:
+        """The reviewers disagree and no admin has settled it yet."""
+        return not self.agree and self.settled_code is None
+
+
 def begin_review(
     session: Session,
     prediction: Prediction,
@@ -124,12 +165,8 @@ def begin_review(
     if not active and draws_second_review(prediction.id, second_share):
         prediction.second_review = True
     latest = {row.kind: row for row in active}
-    disputed = (
-        "review" in latest
-        and "second" in latest
-        and latest["review"].prdtypecode != latest["second"].prdtypecode
-    )
-    if admin and disputed and "settle" not in latest:
+    double = DoubleReview.of(prediction, latest)
+    if admin and double is not None and double.needs_settling:
         return "settle"
     if (
         prediction.second_review

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from rakuten_mlops.db.crud import DoubleReview
 from rakuten_mlops.db.models import Feedback, Prediction
 
 # value: what a review is worth (module `serving/services/review_day.py`): predictions on
@@ -327,25 +328,6 @@ def latest_drift_run(session: Session) -> dict[str, Any] | None:
     return {column.key: getattr(run, column.key) for column in DriftRun.__table__.columns}
 
 
-@dataclass(frozen=True)
-class DoubleReview:
-    """A prediction reviewed twice: the first and the blind second decision, and an admin's
-    settling decision when there is one (every code the latest in force of its kind)."""
-
-    prediction: Prediction
-    first_user: str | None
-    first_code: int
-    second_user: str | None
-    second_code: int
-    settled_code: int | None = None
-    settled_by: str | None = None
-
-    @property
-    def agree(self) -> bool:
-        """Both reviewers chose the same code."""
-        return self.first_code == self.second_code
-
-
 def double_reviews(session: Session) -> list[DoubleReview]:
     """Every prediction with a second review in force, oldest first."""
     seconds = (
@@ -364,23 +346,8 @@ def double_reviews(session: Session) -> list[DoubleReview]:
     for feedback, prediction in rows:
         latest.setdefault(prediction.id, {})[feedback.kind] = feedback
         predictions[prediction.id] = prediction
-    reviews = []
-    for prediction_id, kinds in latest.items():
-        first, second, settle = kinds.get("review"), kinds.get("second"), kinds.get("settle")
-        if first is None or second is None:
-            continue  # the first review was undone: nothing to compare
-        reviews.append(
-            DoubleReview(
-                prediction=predictions[prediction_id],
-                first_user=first.username,
-                first_code=first.prdtypecode,
-                second_user=second.username,
-                second_code=second.prdtypecode,
-                settled_code=settle.prdtypecode if settle else None,
-                settled_by=settle.username if settle else None,
-            )
-        )
-    return reviews
+    reviews = (DoubleReview.of(predictions[key], kinds) for key, kinds in latest.items())
+    return [review for review in reviews if review is not None]
 
 
 AUDIT_COLUMNS = (

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rakuten_mlops.db.crud_console import DoubleReview
+from rakuten_mlops.db.crud import DoubleReview
 
 
 def cohen_kappa(first: Sequence[object], second: Sequence[object]) -> float:
@@ -101,4 +101,4 @@ def pair_agreement(reviews: Sequence[DoubleReview]) -> list[PairAgreement]:
 
 def open_disagreements(reviews: Sequence[DoubleReview]) -> list[DoubleReview]:
     """Double reviews whose two codes differ and that no admin has settled yet."""
-    return [r for r in reviews if not r.agree and r.settled_code is None]
+    return [review for review in reviews if review.needs_settling]
