@@ -134,16 +134,11 @@ def affected_classes(
         before = float(reference_rows["confidence"].mean())
         if before - now < options.min_drop:
             continue
-        shifts = [
-            DescriptorShift(
-                column,
-                modality_of(column),
-                float(_values(rows[column], column).mean()),
-                float(_values(reference_rows[column], column).mean()),
-            )
+        moved = (
+            _shift(rows[column], reference_rows[column], column, options.min_effect)
             for column in descriptors
-            if _moved(rows[column], reference_rows[column], column, options.min_effect)
-        ]
+        )
+        shifts = [shift for shift in moved if shift is not None]
         label = int(str(code))
         out.append(
             AffectedClass(
@@ -211,12 +206,18 @@ def _values(series: pd.Series, column: str) -> np.ndarray:
     return kept.astype(float).to_numpy()
 
 
-def _moved(now: pd.Series, before: pd.Series, column: str, min_effect: float) -> bool:
+def _shift(
+    now: pd.Series, before: pd.Series, column: str, min_effect: float
+) -> DescriptorShift | None:
+    """The descriptor's means in the window and the reference, when it moved enough."""
     a, b = _values(now, column), _values(before, column)
     if a.size == 0 or b.size == 0:
-        return False
-    difference = abs(float(a.mean()) - float(b.mean()))
+        return None
+    current, reference = float(a.mean()), float(b.mean())
+    difference = abs(current - reference)
     if column in BINARY:
-        return difference >= min_effect / 2.5
-    spread = float(np.sqrt((a.var() + b.var()) / 2.0))
-    return difference / spread >= min_effect if spread > 0 else difference > 0
+        moved = difference >= min_effect / 2.5
+    else:
+        spread = float(np.sqrt((a.var() + b.var()) / 2.0))
+        moved = difference / spread >= min_effect if spread > 0 else difference > 0
+    return DescriptorShift(column, modality_of(column), current, reference) if moved else None
